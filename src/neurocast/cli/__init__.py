@@ -1,0 +1,113 @@
+"""The ``neurocast`` command. It only parses arguments and wires library calls together.
+
+Conventions: bad input exits with status 2 and one line on stderr (a traceback only with
+``--debug``); commands that create a run directory or a store print its path as the last
+line of standard output; progress and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from neurocast.errors import NeurocastError
+
+EXIT_BAD_INPUT = 2
+
+#: (group or None, name) -> (help, add_args, run); filled by the modules in this package.
+COMMANDS: dict[tuple[str | None, str], tuple[str, Callable, Callable]] = {}
+GROUP_HELP = {"data": "inspect recordings and list data formats", "config": "inspect configs"}
+
+
+def register(name: str, help: str, add_args: Callable[[argparse.ArgumentParser], None], group: str | None = None):
+    """Register a (sub-)command: ``add_args(parser)`` declares its arguments; the decorated
+    function runs it and returns an exit status (None = 0)."""
+
+    def wrap(run):
+        COMMANDS[(group, name)] = (help, add_args, run)
+        return run
+
+    return wrap
+
+
+def with_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "overrides",
+        nargs=argparse.REMAINDER,
+        help="dotted config overrides, e.g. --training.time-units 20 (hyphens or underscores)",
+    )
+
+
+def emit_path(path) -> None:
+    """The last line of stdout of commands that create a run or a store."""
+    sys.stdout.flush()
+    print(str(path), flush=True)
+
+
+# ---------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neurocast",
+        description="Forecast neural population activity: latent dynamics of connectome-constrained "
+        "systems and multi-session forecasting with test-time adaptation.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (CI, clusters)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for (group, name), (help_, add_args, run) in sorted(COMMANDS.items(), key=lambda kv: (kv[0][0] or kv[0][1], kv[0][1])):
+        target = sub
+        if group is not None:
+            if group not in groups:
+                gp = sub.add_parser(group, help=GROUP_HELP.get(group, group), description=GROUP_HELP.get(group))
+                groups[group] = gp.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
+                groups[group].required = True
+            target = groups[group]
+        p = target.add_parser(name, help=help_, description=help_)
+        add_args(p)
+        p.set_defaults(_run=run)
+    return parser
+
+
+def _load_commands() -> None:
+    """Import the modules that register commands (cheap: heavy imports happen inside commands)."""
+    from neurocast.cli import data_cmds, config_cmds  # noqa: F401
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        _load_commands()
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.quiet:
+            os.environ["NEUROCAST_QUIET"] = "1"
+        overrides = getattr(args, "overrides", None)
+        if overrides and overrides[0] == "--":
+            args.overrides = overrides[1:]
+        code = args._run(args)
+        return int(code or 0)
+    except NeurocastError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # an internal error: one line, traceback with --debug
+        if debug:
+            raise
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"internal error: {type(exc).__name__}: {msg} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+

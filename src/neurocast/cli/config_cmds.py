@@ -1,0 +1,21 @@
+"""`neurocast config ...`: inspect configs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from neurocast.cli import register, with_overrides
+
+def _config_show_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML config file")
+    with_overrides(p)
+
+
+@register("show", "print the resolved config (YAML file + overrides)", _config_show_args, group="config")
+def _cmd_config_show(args: argparse.Namespace) -> int:
+    from neurocast.config import load_task_config, to_yaml
+
+    cfg = load_task_config(args.config, args.overrides)
+    sys.stdout.write(to_yaml(cfg))
+    return 0

@@ -1,0 +1,58 @@
+"""`neurocast data ...`: inspect recordings."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from neurocast.cli import register
+
+def _data_info_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="a store (.zarr), an HDF5 or CSV session file, or a folder of them")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per session")
+    p.add_argument("--format", default=None, help="force a source by name (see `neurocast data formats`)")
+    p.add_argument("--dt", type=float, default=None, help="frame interval in seconds (files that do not store it)")
+    p.add_argument("--trace", default=None, help="flavell: which trace array to read")
+
+
+@register("info", "summarise recordings in a file, store or folder", _data_info_args, group="data")
+def _cmd_data_info(args: argparse.Namespace) -> int:
+    from neurocast.data import load_recordings
+
+    options = {k: v for k, v in (("dt", args.dt), ("trace", args.trace)) if v is not None}
+    recs = load_recordings(args.path, format=args.format, **options)
+    rows = [r.summary() for r in recs]
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    header = ["session", "T", "N", "dt [s]", "duration [s]", "stimulus", "cell types", "edges", "channels"]
+    table = [
+        [
+            r["session"], str(r["T"]), str(r["N"]), f"{r['dt']:.4g}", f"{r['duration_s']:.1f}",
+            "-" if r["stimulus_dims"] is None else str(r["stimulus_dims"]),
+            "-" if r["n_cell_types"] is None else str(r["n_cell_types"]),
+            "-" if r["n_edges"] is None else str(r["n_edges"]),
+            ",".join(r["channels"]),
+        ]
+        for r in rows
+    ]
+    from neurocast.report.tables import format_table
+
+    print(format_table(header, table))
+    covs = sorted({k for r in rows for k in r["covariates"]})
+    if covs:
+        print(f"covariates: {', '.join(covs)}")
+    return 0
+
+
+def _data_formats_args(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+@register("formats", "list the data formats (sources) neurocast reads", _data_formats_args, group="data")
+def _cmd_data_formats(args: argparse.Namespace) -> int:
+    from neurocast.data import sources
+
+    for name, src in sorted(sources().items()):
+        print(f"{name:16s} {src.description}")
+    return 0

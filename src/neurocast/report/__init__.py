@@ -1,0 +1,1 @@
+"""Reports: summary tables and figures (matplotlib, Agg backend, PNG)."""

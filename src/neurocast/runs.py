@@ -1,0 +1,277 @@
+"""Run directories: one per run, never overwritten.
+
+Layout::
+
+    <runs_dir>/<experiment>/<YYYYmmdd-HHMMSS>_<git-short>_<config-hash>[-k]/
+        config.yaml      the resolved config (what the run actually used)
+        env.json         package versions, git commit and dirty flag, host, device, seed, argv
+        metrics.jsonl    one JSON object per logged event
+        status           running | complete | failed | terminated
+        summary.json     final numbers (written by the trainer)
+        checkpoints/     atomic checkpoints (see neurocast.checkpoints)
+        figures/         PNG figures
+    <runs_dir>/<experiment>/latest -> the newest run directory (relative link)
+
+Two runs started in the same second with the same config get distinct directories
+(``-1``, ``-2`` ... suffixes, created with an exclusive mkdir).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from neurocast.errors import RunError
+
+STATUSES = ("running", "complete", "failed", "terminated")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+@lru_cache(maxsize=1)
+def git_info() -> dict[str, Any]:
+    """Commit and dirty flag of the neurocast source tree ({'commit': 'nogit'} outside git)."""
+    src = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True, text=True, timeout=10, check=True,
+            ).stdout.strip()
+        )
+        return {"commit": commit, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "nogit", "dirty": None}
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("neurocast", "torch", "numpy", "scipy", "pydantic", "zarr", "h5py", "flyvis"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def device_description() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{torch.cuda.current_device()} ({torch.cuda.get_device_name()})"
+    except Exception:  # torch missing or broken CUDA: report CPU
+        pass
+    return f"cpu ({os.cpu_count()} cores)"
+
+
+def _json_default(obj: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:
+        pass
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _finite(obj: Any) -> Any:
+    """Replace NaN/Inf floats by None so the JSON stays standard."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(_finite(data), indent=2, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """An existing run directory and the files in it."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    # paths
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def figures(self) -> Path:
+        return self.path / "figures"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    # open / create
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "RunDir":
+        run = cls(Path(path).expanduser())
+        if not run.path.is_dir():
+            raise RunError(f"run directory {run.path} does not exist")
+        if not run.config_path.is_file():
+            raise RunError(f"{run.path} is not a run directory (no config.yaml)")
+        return run
+
+    @classmethod
+    def create(
+        cls,
+        runs_dir: str | os.PathLike,
+        experiment: str,
+        config_yaml: str,
+        config_digest: str,
+        *,
+        seed: int | None = None,
+        extra_env: dict[str, Any] | None = None,
+    ) -> "RunDir":
+        """A new, empty run directory under ``runs_dir/experiment`` (never an existing one)."""
+        if not _NAME_RE.match(experiment):
+            raise RunError(
+                f"experiment name {experiment!r} must start with a letter or digit and contain only "
+                "letters, digits and _ . + -"
+            )
+        parent = Path(runs_dir).expanduser() / experiment
+        parent.mkdir(parents=True, exist_ok=True)
+        git = git_info()
+        stem = f"{time.strftime('%Y%m%d-%H%M%S')}_{git['commit']}_{config_digest}"
+        for k in range(10_000):
+            path = parent / (stem if k == 0 else f"{stem}-{k}")
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                continue
+        else:  # pragma: no cover - 10k runs in one second
+            raise RunError(f"cannot create a new run directory in {parent}")
+        run = cls.create_at(path, config_yaml, seed=seed, extra_env=extra_env, _exists_ok=True)
+        run._link_latest(parent)
+        return run
+
+    @classmethod
+    def create_at(
+        cls,
+        path: str | os.PathLike,
+        config_yaml: str,
+        *,
+        seed: int | None = None,
+        extra_env: dict[str, Any] | None = None,
+        _exists_ok: bool = False,
+    ) -> "RunDir":
+        """A run directory at an exact path (sweeps use this); refuses a non-empty folder."""
+        path = Path(path)
+        if path.exists() and not _exists_ok and any(path.iterdir()):
+            raise RunError(f"run directory {path} already exists and is not empty (runs are never overwritten)")
+        path.mkdir(parents=True, exist_ok=True)
+        run = cls(path)
+        run.checkpoints.mkdir(exist_ok=True)
+        run.figures.mkdir(exist_ok=True)
+        tmp = run.path / ".config.yaml.tmp"
+        tmp.write_text(config_yaml)
+        os.replace(tmp, run.config_path)
+        run.metrics_path.touch()
+        env = {
+            "versions": _versions(),
+            "git": git_info(),
+            "host": socket.gethostname(),
+            "platform": platform.platform(),
+            "device": device_description(),
+            "seed": seed,
+            "argv": sys.argv,
+            "cwd": os.getcwd(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        env.update(extra_env or {})
+        write_json(run.path / "env.json", env)
+        run.set_status("running")
+        return run
+
+    def _link_latest(self, parent: Path) -> None:
+        link = parent / "latest"
+        tmp = parent / f".latest.tmp-{os.getpid()}"
+        try:
+            if tmp.is_symlink() or tmp.exists():
+                tmp.unlink()
+            tmp.symlink_to(self.path.name)
+            os.replace(tmp, link)
+        except OSError:  # file systems without symlinks: record the name instead
+            (parent / "latest.txt").write_text(self.path.name + "\n")
+
+    # content
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one JSON line to metrics.jsonl (flushed immediately)."""
+        line = json.dumps(_finite(record), default=_json_default)
+        with open(self.metrics_path, "a") as f:
+            f.write(line + "\n")
+            f.flush()
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        out = []
+        for line in self.metrics_path.read_text().splitlines():
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue  # a line cut by a kill: skip it
+        return out
+
+    def set_status(self, status: str) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}")
+        tmp = self.path / ".status.tmp"
+        tmp.write_text(status + "\n")
+        os.replace(tmp, self.path / "status")
+
+    @property
+    def status(self) -> str | None:
+        p = self.path / "status"
+        return p.read_text().strip() if p.exists() else None
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        write_json(self.summary_path, summary)
+
+    def read_summary(self) -> dict[str, Any] | None:
+        if not self.summary_path.exists():
+            return None
+        return json.loads(self.summary_path.read_text())
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
