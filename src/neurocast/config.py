@@ -455,3 +455,6 @@ def load_task_config(source: str | os.PathLike | Mapping[str, Any], overrides: S
         data, origin = read_yaml(source), f"config {source}"
     schema = task_schema(_task_of(data, overrides, origin))
     return validate(schema, apply_overrides(data, overrides, schema), origin)
+
+
+register_task("fly_simulation", "neurocast.schema.simulation:FlySimulationConfig")

@@ -34,11 +34,10 @@ def register(name: str, help: str, add_args: Callable[[argparse.ArgumentParser],
 
 
 def with_overrides(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "overrides",
-        nargs=argparse.REMAINDER,
-        help="dotted config overrides, e.g. --training.time-units 20 (hyphens or underscores)",
-    )
+    """Declare that the command takes dotted config overrides (any --section.key value)."""
+    p.set_defaults(_accepts_overrides=True)
+    p.epilog = ((p.epilog or "") + " Config overrides: --section.key value (e.g. --training.time-units 20; "
+                "hyphens or underscores; see the README's config reference).").strip()
 
 
 def emit_path(path) -> None:
@@ -52,6 +51,7 @@ def emit_path(path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neurocast",
+        allow_abbrev=False,
         description="Forecast neural population activity: latent dynamics of connectome-constrained "
         "systems and multi-session forecasting with test-time adaptation.",
     )
@@ -64,11 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
         target = sub
         if group is not None:
             if group not in groups:
-                gp = sub.add_parser(group, help=GROUP_HELP.get(group, group), description=GROUP_HELP.get(group))
+                gp = sub.add_parser(group, help=GROUP_HELP.get(group, group), description=GROUP_HELP.get(group), allow_abbrev=False)
                 groups[group] = gp.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
                 groups[group].required = True
             target = groups[group]
-        p = target.add_parser(name, help=help_, description=help_)
+        p = target.add_parser(name, help=help_, description=help_, allow_abbrev=False)
         add_args(p)
         p.set_defaults(_run=run)
     return parser
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load_commands() -> None:
     """Import the modules that register commands (cheap: heavy imports happen inside commands)."""
-    from neurocast.cli import data_cmds, config_cmds  # noqa: F401
+    from neurocast.cli import config_cmds, data_cmds, sim_cmds  # noqa: F401
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,12 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _load_commands()
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        if extras and not getattr(args, "_accepts_overrides", False):
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        args.overrides = [e for e in extras if e != "--"]
         if args.quiet:
             os.environ["NEUROCAST_QUIET"] = "1"
-        overrides = getattr(args, "overrides", None)
-        if overrides and overrides[0] == "--":
-            args.overrides = overrides[1:]
         code = args._run(args)
         return int(code or 0)
     except NeurocastError as exc:

@@ -83,6 +83,7 @@ class Recording:
         connectome: Connectome | None = None,
         session: str = "session",
         provenance: Mapping[str, Any] | None = None,
+        boundaries: Any = None,
     ):
         if channels is None:
             if activity is None:
@@ -191,6 +192,15 @@ class Recording:
                 raise DataError(f"{where}: covariate {name!r} contains Inf (NaN marks missing values, Inf is not allowed)")
             self.covariates[name] = arr
         self.provenance: dict[str, Any] = dict(provenance or {})
+        if boundaries is None:
+            boundaries = np.zeros(0, dtype=np.int64)
+        boundaries = np.asarray(boundaries)
+        if boundaries.size and not np.issubdtype(boundaries.dtype, np.integer):
+            raise DataError(f"{where}: boundaries must be integer frame indices")
+        boundaries = boundaries.astype(np.int64).ravel()
+        if boundaries.size and (np.any(np.diff(boundaries) <= 0) or boundaries[0] <= 0 or boundaries[-1] >= T):
+            raise DataError(f"{where}: boundaries must increase strictly inside (0, T={T}), got {boundaries.tolist()}")
+        self.boundaries = boundaries
 
         # Values: in-memory arrays are checked now; lazy ones were checked when written.
         for name, arr in self.channels.items():
@@ -230,6 +240,11 @@ class Recording:
     @property
     def duration(self) -> float:
         return self.T * self.dt
+
+    def segments(self) -> list[tuple[int, int]]:
+        """Continuous pieces [start, end) between boundaries (where the recording restarts)."""
+        edges = [0, *self.boundaries.tolist(), self.T]
+        return list(zip(edges[:-1], edges[1:]))
 
     # ------------------------------------------------------------------ reading
     def read(self, t0: int = 0, t1: int | None = None, channel: str | None = None) -> np.ndarray:
@@ -275,6 +290,7 @@ class Recording:
             time=None if self.time is None else self.time[t0:t1],
             covariates={k: v[t0:t1] for k, v in self.covariates.items()},
             provenance={**self.provenance, "time_slice": [t0, t1]},
+            boundaries=self.boundaries[(self.boundaries > t0) & (self.boundaries < t1)] - t0,
         )
 
     def load(self) -> "Recording":
@@ -295,6 +311,7 @@ class Recording:
             connectome=self.connectome,
             session=self.session,
             provenance=self.provenance,
+            boundaries=self.boundaries,
         )
         kwargs.update(changes)
         if validate:
@@ -319,6 +336,7 @@ class Recording:
             "n_edges": None if self.connectome is None else self.connectome.n_edges,
             "has_positions": self.positions is not None,
             "covariates": {k: int(v.shape[1]) for k, v in self.covariates.items()},
+            "segments": len(self.boundaries) + 1,
             "in_memory": self.in_memory,
             "provenance": self.provenance,
         }

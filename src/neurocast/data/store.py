@@ -119,7 +119,11 @@ class RecordingWriter:
         provenance: dict[str, Any] | None = None,
         chunk_steps: int | None = None,
         overwrite: bool = False,
+        length: int | None = None,
+        boundaries=None,
     ):
+        """``length`` preallocates the time axis: then blocks are written anywhere with
+        :meth:`write` (parallel sequences) instead of appended."""
         import zarr
 
         self.path = Path(path)
@@ -149,6 +153,11 @@ class RecordingWriter:
         self.covariate_dims = dict(covariate_dims or {})
         self.session = session
         self.chunk_steps = int(chunk_steps or default_chunk_steps(n_neurons))
+        if length is not None and length < 1:
+            raise DataError(f"store {self.path}: length must be >= 1, got {length}")
+        self.length = length
+        self._written = 0
+        self.boundaries = [] if boundaries is None else [int(b) for b in boundaries]
         self.tmp = self.path.with_name(f"{self.path.name}.partial-{os.getpid()}")
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
@@ -158,9 +167,11 @@ class RecordingWriter:
         self._last_time: float | None = None
         self._closed = False
 
+        rows = length or 0
+
         def series(name: str, cols: int, dtype: str = "float32"):
             return self.root.create_array(
-                name, shape=(0, cols), chunks=(self.chunk_steps, cols), dtype=dtype, compressors=_compressor()
+                name, shape=(rows, cols), chunks=(self.chunk_steps, cols), dtype=dtype, compressors=_compressor()
             )
 
         self._arrays: dict[str, _Buffered] = {}
@@ -171,7 +182,7 @@ class RecordingWriter:
         for name, k in self.covariate_dims.items():
             self._arrays[f"covariates/{name}"] = _Buffered(series(f"covariates/{name}", k), self.chunk_steps)
         if with_time:
-            arr = self.root.create_array("time", shape=(0,), chunks=(65536,), dtype="float64")
+            arr = self.root.create_array("time", shape=(rows,), chunks=(65536,), dtype="float64")
             self._arrays["time"] = _Buffered(arr, 65536)
 
         ids = np.asarray(neuron_ids if neuron_ids is not None else [str(i) for i in range(n_neurons)]).astype(str)
@@ -199,6 +210,7 @@ class RecordingWriter:
                 "covariates": self.covariate_dims,
                 "chunk_steps": self.chunk_steps,
                 "provenance": provenance or {},
+                "boundaries": self.boundaries,
                 "complete": False,
             }
         )
@@ -211,6 +223,34 @@ class RecordingWriter:
         covariates: dict[str, np.ndarray] | None = None,
     ) -> None:
         """Append frames; every channel block must have the same number of rows."""
+        if self.length is not None:
+            raise DataError(f"store {self.path}: a preallocated store is filled with write(), not append()")
+        blocks, n = self._blocks(channels, stimulus, time, covariates, self.T)
+        for key, block in blocks.items():
+            self._arrays[key].append(block)
+        self.T += n
+
+    def write(
+        self,
+        t0: int,
+        channels: dict[str, np.ndarray],
+        stimulus: np.ndarray | None = None,
+        time: np.ndarray | None = None,
+        covariates: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """Write frames [t0, t0 + n) of a preallocated store (``length`` given)."""
+        if self.length is None:
+            raise DataError(f"store {self.path}: write() needs a preallocated store (give length)")
+        if self.with_time:
+            raise DataError(f"store {self.path}: timestamps can only be appended")
+        blocks, n = self._blocks(channels, stimulus, time, covariates, t0)
+        if t0 < 0 or t0 + n > self.length:
+            raise DataError(f"store {self.path}: frames [{t0}, {t0 + n}) outside [0, {self.length})")
+        for key, block in blocks.items():
+            self._arrays[key].array[t0 : t0 + n] = block
+        self._written += n
+
+    def _blocks(self, channels, stimulus, time, covariates, frame_offset: int):
         if self._closed:
             raise DataError(f"store {self.path}: writer is closed")
         if set(channels) != set(self.channels):
@@ -226,7 +266,7 @@ class RecordingWriter:
             if n is not None and block.shape[0] != n:
                 raise DataError(f"store {self.path}: channel blocks have different lengths ({n} vs {block.shape[0]})")
             n = block.shape[0]
-            check_finite(block, f"store {self.path}: channel {c!r}", frame_offset=self.T)
+            check_finite(block, f"store {self.path}: channel {c!r}", frame_offset=frame_offset)
             blocks[f"channels/{c}"] = block
         if self.stimulus_dims:
             if stimulus is None:
@@ -236,7 +276,7 @@ class RecordingWriter:
                 raise DataError(
                     f"store {self.path}: stimulus block must be ({n}, {self.stimulus_dims}), got {stimulus.shape}"
                 )
-            check_finite(stimulus, f"store {self.path}: stimulus", frame_offset=self.T)
+            check_finite(stimulus, f"store {self.path}: stimulus", frame_offset=frame_offset)
             blocks["stimulus"] = stimulus
         elif stimulus is not None:
             raise DataError(f"store {self.path}: store was created without a stimulus (stimulus_dims)")
@@ -258,20 +298,27 @@ class RecordingWriter:
                 raise DataError(f"store {self.path}: time must be finite and increase strictly (around frame {self.T})")
             self._last_time = float(time[-1])
             blocks["time"] = time
-        for key, block in blocks.items():
-            self._arrays[key].append(block)
-        self.T += n
+        return blocks, n
 
     def close(self) -> Path:
         """Flush, mark complete and move the store into place; returns its path."""
         if self._closed:
             return self.path
+        if self.length is not None:
+            if self._written < self.length:
+                self.abort()
+                raise DataError(f"store {self.path}: only {self._written} of {self.length} frames were written")
+            self.T = self.length
         if self.T == 0:
             self.abort()
             raise DataError(f"store {self.path}: no frames were written")
         for buf in self._arrays.values():
             buf.flush()
-        self.root.attrs.update({"T": self.T, "complete": True})
+        bad = [b for b in self.boundaries if not 0 < b < self.T]
+        if bad or sorted(set(self.boundaries)) != self.boundaries:
+            self.abort()
+            raise DataError(f"store {self.path}: boundaries must increase strictly inside (0, {self.T}), got {self.boundaries}")
+        self.root.attrs.update({"T": self.T, "complete": True, "boundaries": self.boundaries})
         self._closed = True
         if self.path.exists():
             shutil.rmtree(self.path)
@@ -317,6 +364,7 @@ def write_recording(
         provenance=rec.provenance,
         chunk_steps=chunk_steps,
         overwrite=overwrite,
+        boundaries=rec.boundaries,
     )
     with writer:
         step = writer.chunk_steps
@@ -385,4 +433,5 @@ def open_recording(path: str | os.PathLike) -> Recording:
         connectome=connectome,
         session=attrs["session"],
         provenance=provenance,
+        boundaries=attrs.get("boundaries") or None,
     )

@@ -1,0 +1,192 @@
+"""Dynamics of the fly visual system model (no files: arrays in, arrays out).
+
+Voltage, explicit Euler at ``dt`` (the time constant is floored at ``dt`` for stability,
+as in flyvis)::
+
+    V <- V + dt / max(tau, dt) * (-V + V_rest + W relu(V) + x(t))  (+ N(0, sigma^2) noise)
+
+with the stimulus ``x`` only on photoreceptors (R1-R8 of a column all receive that
+column's luminance). Calcium and fluorescence::
+
+    c <- c + dt / tau_c * (-c + softplus(V)),     F = gain * c + offset
+
+Recording convention (as in the anchor): frame t holds V(t), c(t), F(t) and the stimulus
+x(t) that drives the update to t+1, so x(t+1) = Phi(x(t), stim(t)).
+
+The state is kept as (N, B): B stimulus sequences advance together and the synaptic
+input of all of them is one sparse (CSR, int32 indices) matrix product per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from neurocast.errors import DataError
+from neurocast.sim.fly_network import FlyNetwork
+from neurocast.sim.fly_params import FlyParameters
+
+CHANNELS = ("voltage", "calcium", "fluorescence")
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise DataError(f"device {device!r} is not a valid torch device (use auto, cpu, cuda, cuda:0)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DataError(f"device {device!r} was asked for but CUDA is not available here")
+    return dev
+
+
+@dataclass
+class FlyState:
+    voltage: torch.Tensor               # (N, B)
+    calcium: torch.Tensor | None        # (N, B); None when calcium is not simulated
+
+    @property
+    def batch(self) -> int:
+        return int(self.voltage.shape[1])
+
+
+class FlySimulator:
+    def __init__(
+        self,
+        net: FlyNetwork,
+        params: FlyParameters,
+        *,
+        dt: float = 0.02,
+        noise_std: float = 0.0,
+        tau_calcium: float = 0.5,
+        fluorescence_gain: float = 1.0,
+        fluorescence_offset: float = 0.0,
+        device: str | torch.device | None = "cpu",
+    ):
+        if not dt > 0:
+            raise DataError(f"dt must be > 0 seconds, got {dt}")
+        if noise_std < 0:
+            raise DataError(f"noise_std must be >= 0, got {noise_std}")
+        if not tau_calcium > 0:
+            raise DataError(f"tau_calcium must be > 0 seconds, got {tau_calcium}")
+        self.net = net
+        self.dt = float(dt)
+        self.noise_std = float(noise_std)
+        self.tau_calcium = float(tau_calcium)
+        self.gain = float(fluorescence_gain)
+        self.offset = float(fluorescence_offset)
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        N = net.n_nodes
+        weights = params.edge_weights(net)
+        order = np.lexsort((net.edge_source, net.edge_target))  # CSR rows = postsynaptic cells
+        indptr = np.zeros(N + 1, dtype=np.int64)
+        np.cumsum(np.bincount(net.edge_target, minlength=N), out=indptr[1:])
+        idx_dtype = torch.int32 if net.n_edges < 2**31 else torch.int64
+        with torch.sparse.check_sparse_tensor_invariants(False):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+                self.W = torch.sparse_csr_tensor(
+                    torch.from_numpy(indptr).to(idx_dtype),
+                    torch.from_numpy(net.edge_source[order]).to(idx_dtype),
+                    torch.from_numpy(weights[order]),
+                    size=(N, N),
+                    device=self.device,
+                )
+        tau = params.node_time_const(net)
+        self.k = torch.from_numpy(self.dt / np.maximum(tau, self.dt)).to(self.device)[:, None]
+        self.bias = torch.from_numpy(params.node_bias(net)).to(self.device)[:, None]
+        self.kbias = self.k * self.bias
+        self.one_minus_k = 1.0 - self.k
+        self.input_nodes = torch.from_numpy(net.input_nodes).to(self.device)
+        self.input_columns = torch.from_numpy(net.input_columns).to(self.device)
+        self.c_rate = self.dt / self.tau_calcium
+
+    @property
+    def n_neurons(self) -> int:
+        return self.net.n_nodes
+
+    @property
+    def n_columns(self) -> int:
+        return self.net.n_columns
+
+    # ------------------------------------------------------------------ dynamics
+    def _synaptic_input(self, V: torch.Tensor) -> torch.Tensor:
+        r = torch.relu(V)
+        if r.shape[1] == 1:
+            return torch.mv(self.W, r[:, 0])[:, None]
+        return torch.mm(self.W, r)
+
+    def step(self, state: FlyState, x: torch.Tensor, generator: torch.Generator | None = None) -> FlyState:
+        """One Euler step with column luminance ``x`` (C, B)."""
+        V = state.voltage
+        drive = self._synaptic_input(V)
+        drive.index_add_(0, self.input_nodes, x.index_select(0, self.input_columns))
+        # V + k (-V + b + I) == (1 - k) V + k b + k I
+        V_new = torch.addcmul(self.kbias, self.k, drive).addcmul_(self.one_minus_k, V)
+        if self.noise_std > 0:
+            V_new.add_(torch.randn(V_new.shape, generator=generator, device=V_new.device), alpha=self.noise_std)
+        Ca = state.calcium
+        if Ca is not None:
+            Ca = torch.nn.functional.softplus(V).sub_(Ca).mul_(self.c_rate).add_(Ca)
+        return FlyState(V_new, Ca)
+
+    def initial_state(
+        self, batch: int = 1, warmup_s: float = 2.0, grey: float = 0.5, calcium: bool = True
+    ) -> FlyState:
+        """Steady state under uniform grey input: start at V_rest, integrate ``warmup_s`` seconds (no noise).
+
+        Calcium starts at softplus(V_rest) and relaxes during the warm-up too, so both
+        channels start near their grey steady state (no start-up transient).
+        """
+        if batch < 1:
+            raise DataError(f"batch must be >= 1, got {batch}")
+        V = self.bias.expand(-1, batch).clone()
+        state = FlyState(V, torch.nn.functional.softplus(V) if calcium else None)
+        x = torch.full((self.n_columns, batch), float(grey), device=self.device)
+        noise, self.noise_std = self.noise_std, 0.0
+        try:
+            with torch.no_grad():
+                for _ in range(int(round(warmup_s / self.dt))):
+                    state = self.step(state, x)
+        finally:
+            self.noise_std = noise
+        return state
+
+    def run(
+        self,
+        state: FlyState,
+        stimulus: torch.Tensor,
+        generator: torch.Generator | None = None,
+        channels: tuple[str, ...] = CHANNELS,
+    ) -> tuple[dict[str, torch.Tensor], FlyState]:
+        """Integrate over a stimulus block (T, C, B); returns {channel: (T, N, B)} and the next state.
+
+        Frame t of every channel is the state *before* the update driven by stimulus[t].
+        (T, N, B) keeps every per-step copy contiguous; sequence b is ``out[c][:, :, b]``.
+        """
+        T, C, B = stimulus.shape
+        if C != self.n_columns or B != state.batch:
+            raise DataError(f"stimulus block must be (T, {self.n_columns}, {state.batch}), got {tuple(stimulus.shape)}")
+        unknown = set(channels) - set(CHANNELS)
+        if unknown:
+            raise DataError(f"unknown channel {sorted(unknown)[0]!r}; channels are {', '.join(CHANNELS)}")
+        if state.calcium is None and ({"calcium", "fluorescence"} & set(channels)):
+            raise DataError("calcium/fluorescence asked for but the state was created with calcium=False")
+        N = self.n_neurons
+        out = {c: torch.empty((T, N, B), device=self.device) for c in channels}
+        stimulus = stimulus.to(self.device, torch.float32)
+        with torch.no_grad():
+            for t in range(T):
+                if "voltage" in out:
+                    out["voltage"][t].copy_(state.voltage)
+                if "calcium" in out:
+                    out["calcium"][t].copy_(state.calcium)
+                if "fluorescence" in out:
+                    torch.add(state.calcium * self.gain, self.offset, out=out["fluorescence"][t])
+                state = self.step(state, stimulus[t], generator)
+        return out, state

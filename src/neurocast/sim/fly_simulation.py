@@ -1,0 +1,190 @@
+"""`neurocast simulate` for the fly visual system: config -> dataset folder of stores.
+
+Output folder ``<output_root>/<name>-<config hash>/`` (or ``--output``)::
+
+    simulation.yaml     the resolved config
+    parameters.json     every model parameter used (loadable as network.parameters_file)
+    <recording>.zarr    one store per recording (voltage / calcium / fluorescence channels,
+                        stimulus per column, cell types, positions, connectome)
+    COMPLETE            written last
+
+Each store is written frame block by frame block (at most one block of every parallel
+sequence in memory) and moved into place when complete, so a killed simulation resumes
+at the first unfinished recording, and a second call with the same config reuses the
+folder without simulating anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neurocast.config import config_hash, to_yaml
+from neurocast.data.store import RecordingWriter, default_chunk_steps, is_store, open_recording
+from neurocast.errors import DataError
+from neurocast.progress import info, progress
+from neurocast.schema.simulation import FlyRecordingSpec, FlySimulationConfig
+from neurocast.sim.fly_dynamics import FlySimulator, resolve_device
+from neurocast.sim.fly_network import FlyNetwork, build_network, hex_to_cartesian
+from neurocast.sim.fly_params import (
+    FlyParameters,
+    default_parameters,
+    load_parameters,
+    save_parameters,
+    scale_gains,
+)
+
+COMPLETE = "COMPLETE"
+
+
+def dataset_folder(cfg: FlySimulationConfig, output: str | Path | None = None) -> Path:
+    if output is not None:
+        return Path(output).expanduser()
+    return Path(cfg.output_root).expanduser() / f"{cfg.name}-{config_hash(_identity(cfg), 8)}"
+
+
+def _identity(cfg: FlySimulationConfig) -> dict:
+    """What determines the simulated numbers (not where they are written, nor the device)."""
+    data = cfg.model_dump(mode="json")
+    for key in ("output_root", "description", "device", "block_steps"):
+        data.pop(key, None)
+    return data
+
+
+def build_model(cfg: FlySimulationConfig) -> tuple[FlyNetwork, FlyParameters]:
+    n = cfg.network
+    net = build_network(n.extent, n.connectome_file, n.n_syn_fill)
+    params = default_parameters(net, seed=n.seed, strength_scale=n.strength_scale)
+    if n.excitatory_gain is not None or n.inhibitory_factor != 1.0:
+        params = scale_gains(net, params, n.excitatory_gain, n.inhibitory_factor)
+    if n.parameters_file:  # explicit values win over the generated ones
+        params = load_parameters(n.parameters_file, net, params)
+    return net, params
+
+
+def simulate_fly(cfg: FlySimulationConfig, output: str | Path | None = None) -> Path:
+    """Simulate every recording of ``cfg`` (reusing finished ones); returns the dataset folder."""
+    folder = dataset_folder(cfg, output)
+    saved = folder / "simulation.yaml"
+    identity = config_hash(_identity(cfg), 16)
+    if saved.exists():
+        import yaml
+
+        from neurocast.config import validate
+
+        old = validate(FlySimulationConfig, yaml.safe_load(saved.read_text()), f"config {saved}")
+        if config_hash(_identity(old), 16) != identity:
+            raise DataError(
+                f"{folder} holds a different simulation (its simulation.yaml differs from this config); "
+                "choose another --output or delete that folder"
+            )
+        if (folder / COMPLETE).exists():
+            info(f"reusing simulated dataset {folder}")
+            return folder
+    elif folder.exists() and any(folder.iterdir()):
+        raise DataError(f"{folder} exists and is not a simulated dataset; choose another --output")
+    folder.mkdir(parents=True, exist_ok=True)
+    saved.write_text(to_yaml(cfg))
+    net, params = build_model(cfg)
+    save_parameters(folder / "parameters.json", net, params)
+    device = resolve_device(cfg.device)
+    for name, spec in cfg.recordings.items():
+        path = folder / f"{name}.zarr"
+        if path.exists() and is_store(path):
+            try:
+                open_recording(path)
+                info(f"{name}: already simulated")
+                continue
+            except DataError:
+                raise DataError(f"{path} is damaged; delete it and run simulate again") from None
+        simulate_recording(cfg, net, params, name, spec, path, device)
+    (folder / COMPLETE).write_text(identity + "\n")
+    return folder
+
+
+def simulate_recording(
+    cfg: FlySimulationConfig,
+    net: FlyNetwork,
+    params: FlyParameters,
+    name: str,
+    spec: FlyRecordingSpec,
+    path: Path,
+    device: torch.device,
+) -> Path:
+    dyn = cfg.dynamics
+    noise = dyn.noise_std if spec.noise_std is None else spec.noise_std
+    sim = FlySimulator(
+        net, params, dt=dyn.dt, noise_std=noise, tau_calcium=dyn.tau_calcium,
+        fluorescence_gain=dyn.fluorescence_gain, fluorescence_offset=dyn.fluorescence_offset, device=device,
+    )
+    L = int(round(spec.duration_s / dyn.dt))
+    if L < 2:
+        raise DataError(f"recording {name!r}: duration_s={spec.duration_s} is less than two steps of dt={dyn.dt}")
+    S = spec.sequences
+    xy = hex_to_cartesian(net.columns) * cfg.network.deg_per_column
+    chunk = default_chunk_steps(net.n_nodes)
+    block = cfg.block_steps or chunk
+    channels = tuple(cfg.channels)
+    needs_calcium = bool({"calcium", "fluorescence"} & set(channels))
+    writer = RecordingWriter(
+        path,
+        n_neurons=net.n_nodes,
+        dt=dyn.dt,
+        channels=list(channels),
+        primary=cfg.primary,
+        stimulus_dims=net.n_columns,
+        neuron_ids=net.neuron_ids(),
+        cell_types=net.cell_types,
+        positions=net.positions * cfg.network.deg_per_column,
+        connectome=net.connectome(params.edge_weights(net)),
+        session=name,
+        provenance={
+            "source": "fly_simulation",
+            "simulation": cfg.name,
+            "extent": net.extent,
+            "connectome_file": Path(net.source_file).name,
+            "dt": dyn.dt,
+            "noise_std": noise,
+            "sequences": S,
+            "sequence_steps": L,
+            "stimulus_families": spec.stimulus.families,
+            "stimulus_columns_uv": net.columns.tolist(),
+            "cell_type_roles": dict(zip(net.type_names, net.roles)),
+        },
+        chunk_steps=chunk,
+        length=S * L,
+        boundaries=[s * L for s in range(1, S)],
+        overwrite=False,
+    )
+    from neurocast.sim.stimuli import StimulusStream
+
+    segments: dict[int, list] = {}
+    bar = progress(total=S * L, desc=f"simulate {name}", unit="frame")
+    with writer:
+        for g0 in range(0, S, cfg.batch):
+            group = list(range(g0, min(S, g0 + cfg.batch)))
+            B = len(group)
+            streams = [StimulusStream(spec.stimulus, xy, dyn.dt, stream=s) for s in group]
+            gen = torch.Generator(device=device)
+            gen.manual_seed(int(np.random.SeedSequence([spec.seed, g0]).generate_state(1)[0]))
+            state = sim.initial_state(B, warmup_s=dyn.warmup_s, grey=dyn.grey, calcium=needs_calcium)
+            for t0 in range(0, L, block):
+                n = min(block, L - t0)
+                stim = np.stack([s.read(n) for s in streams], axis=2)  # (n, C, B)
+                out, state = sim.run(state, torch.from_numpy(stim), gen, channels)
+                host = {c: v.cpu().numpy() for c, v in out.items()}
+                for b, s in enumerate(group):
+                    writer.write(
+                        s * L + t0,
+                        {c: host[c][:, :, b] for c in channels},
+                        stimulus=stim[:, :, b],
+                    )
+                bar.update(n * B)
+            for s, stream in zip(group, streams):
+                segments[s] = [[int(a), f] for a, f in stream.segments]
+        writer.root.attrs["provenance"] = {**writer.root.attrs["provenance"], "stimulus_segments": segments}
+    bar.close()
+    info(f"{name}: {S} x {L} frames of {net.n_nodes} cells -> {path}")
+    return path
