@@ -100,8 +100,7 @@ class FlySimulator:
         tau = params.node_time_const(net)
         self.k = torch.from_numpy(self.dt / np.maximum(tau, self.dt)).to(self.device)[:, None]
         self.bias = torch.from_numpy(params.node_bias(net)).to(self.device)[:, None]
-        self.kbias = self.k * self.bias
-        self.one_minus_k = 1.0 - self.k
+        self._full: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.input_nodes = torch.from_numpy(net.input_nodes).to(self.device)
         self.input_columns = torch.from_numpy(net.input_columns).to(self.device)
         self.c_rate = self.dt / self.tau_calcium
@@ -115,19 +114,33 @@ class FlySimulator:
         return self.net.n_columns
 
     # ------------------------------------------------------------------ dynamics
-    def _synaptic_input(self, V: torch.Tensor) -> torch.Tensor:
-        r = torch.relu(V)
-        if r.shape[1] == 1:
-            return torch.mv(self.W, r[:, 0])[:, None]
-        return torch.mm(self.W, r)
+    def _expanded(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """k and V_rest as contiguous (N, B): elementwise ops without broadcasting are ~3x faster."""
+        if batch not in self._full:
+            self._full[batch] = (
+                self.k.expand(-1, batch).contiguous(),
+                self.bias.expand(-1, batch).contiguous(),
+            )
+        return self._full[batch]
 
-    def step(self, state: FlyState, x: torch.Tensor, generator: torch.Generator | None = None) -> FlyState:
-        """One Euler step with column luminance ``x`` (C, B)."""
+    def step(
+        self,
+        state: FlyState,
+        x: torch.Tensor,
+        generator: torch.Generator | None = None,
+        out: torch.Tensor | None = None,
+    ) -> FlyState:
+        """One Euler step with column luminance ``x`` (C, B); the new voltage goes to ``out`` if given."""
         V = state.voltage
-        drive = self._synaptic_input(V)
-        drive.index_add_(0, self.input_nodes, x.index_select(0, self.input_columns))
-        # V + k (-V + b + I) == (1 - k) V + k b + k I
-        V_new = torch.addcmul(self.kbias, self.k, drive).addcmul_(self.one_minus_k, V)
+        k, bias = self._expanded(V.shape[1])
+        r = torch.relu(V)
+        if V.shape[1] == 1:  # matrix-vector product: ~2x faster than a one-column product
+            target = torch.mv(self.W, r[:, 0])[:, None].add_(bias)
+        else:
+            target = torch.addmm(bias, self.W, r)
+        target.index_add_(0, self.input_nodes, x.index_select(0, self.input_columns))
+        # V + k (V_rest + W relu(V) + x - V)
+        V_new = torch.lerp(V, target, k, out=out) if out is not None else torch.lerp(V, target, k)
         if self.noise_std > 0:
             V_new.add_(torch.randn(V_new.shape, generator=generator, device=V_new.device), alpha=self.noise_std)
         Ca = state.calcium
@@ -180,13 +193,16 @@ class FlySimulator:
         N = self.n_neurons
         out = {c: torch.empty((T, N, B), device=self.device) for c in channels}
         stimulus = stimulus.to(self.device, torch.float32)
+        volt = out.get("voltage")
         with torch.no_grad():
+            if volt is not None:
+                volt[0].copy_(state.voltage)
             for t in range(T):
-                if "voltage" in out:
-                    out["voltage"][t].copy_(state.voltage)
                 if "calcium" in out:
                     out["calcium"][t].copy_(state.calcium)
                 if "fluorescence" in out:
                     torch.add(state.calcium * self.gain, self.offset, out=out["fluorescence"][t])
-                state = self.step(state, stimulus[t], generator)
+                # the new voltage is written straight into the next output frame
+                target = volt[t + 1] if volt is not None and t + 1 < T else None
+                state = self.step(state, stimulus[t], generator, out=target)
         return out, state

@@ -69,8 +69,9 @@ def default_parameters(net: FlyNetwork, seed: int = 0, bias_mean: float = 0.5, b
     sums = np.bincount(net.edge_type, weights=net.n_syn.astype(np.float64), minlength=n_et)
     counts = np.bincount(net.edge_type, minlength=n_et)
     mean_syn = np.where(counts > 0, sums / np.maximum(counts, 1), 1.0)
-    # flyvis stores the count as a log-normal "mean" parameter: exp(log(n)) in float32
-    syn_count = np.exp(np.log(net.n_syn.astype(np.float32)))
+    # flyvis stores the count as a log-normal "mean" parameter: log taken in float64,
+    # stored as float32, exponentiated in float32 (reproduced bit for bit)
+    syn_count = torch.from_numpy(np.log(net.n_syn.astype(np.float64)).astype(np.float32)).exp().numpy()
     return FlyParameters(
         time_const=np.full(n_types, time_const, dtype=np.float32),
         bias=bias.astype(np.float32),
