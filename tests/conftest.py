@@ -35,3 +35,51 @@ def run_cli(capsys):
         return code, out, err
 
     return _run
+
+
+TINY_FLY = {
+    "task": "fly_simulation",
+    "name": "tiny_fly",
+    "network": {"extent": 1, "excitatory_gain": 0.9, "inhibitory_factor": 2.0},
+    "dynamics": {"dt": 0.02, "noise_std": 0.01, "warmup_s": 0.5},
+    "batch": 4,
+    "recordings": {
+        "train": {"duration_s": 50.0, "sequences": 4, "seed": 1,
+                  "stimulus": {"families": {"natural": 1.0}, "segment_s": [1.0, 3.0], "seed": 1}},
+        "cv": {"duration_s": 30.0, "sequences": 1, "noise_std": 0.0, "seed": 2,
+               "stimulus": {"families": {"moving_edges": 1.0, "gratings": 1.0}, "seed": 2}},
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_fly(tmp_path_factory):
+    """A small simulated fly dataset (extent 1: 443 cells, 10,000 training frames)."""
+    from neurocast.config import load_task_config
+    from neurocast.sim.fly_simulation import simulate_fly
+
+    return simulate_fly(load_task_config(TINY_FLY), tmp_path_factory.mktemp("data") / "tiny_fly")
+
+
+def latent_config(dataset, **training):
+    """A small latent experiment config (dict) on a dataset folder."""
+    cfg = {
+        "task": "latent",
+        "name": "test_latent",
+        "data": {
+            "path": str(dataset),
+            "split": {"train_start": 0, "train_end": 8000, "validation_start": 8000, "validation_end": 10000},
+            "cross_validation": [{"recording": "cv", "name": "motion"}],
+        },
+        "model": {
+            "latent_dims": 32,
+            "encoder": {"num_hidden_units": 64},
+            "decoder": {"num_hidden_units": 64},
+            "evolver": {"num_hidden_units": 64},
+            "stimulus_encoder": {"num_hidden_units": 16, "num_output_dims": 8},
+        },
+        "training": {"time_units": 5, "evolve_multiple_steps": 2, "epochs": 2, "batch_size": 32,
+                     "learning_rate": 2e-3, "validation_windows": 64, "seed": 3, **training},
+        "logging": {"tensorboard": False},
+    }
+    return cfg

@@ -458,3 +458,4 @@ def load_task_config(source: str | os.PathLike | Mapping[str, Any], overrides: S
 
 
 register_task("fly_simulation", "neurocast.schema.simulation:FlySimulationConfig")
+register_task("latent", "neurocast.schema.latent:LatentExperiment")

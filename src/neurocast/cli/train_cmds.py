@@ -1,0 +1,63 @@
+"""`neurocast train`: train a model from a config, or resume a killed run."""
+
+from __future__ import annotations
+
+import argparse
+
+from neurocast.cli import emit_path, register, with_overrides
+from neurocast.errors import ConfigError
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", help="experiment config (YAML); not with --resume")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue a run from its latest checkpoint")
+    with_overrides(p)
+
+
+def train_from_config(cfg, run_path=None):
+    """Dispatch a validated experiment config to its pipeline; returns the run directory."""
+    task = getattr(cfg, "task", None)
+    if task == "latent":
+        from neurocast.pipelines.latent import train_latent
+
+        return train_latent(cfg, run_path)
+    if task == "forecast":
+        from neurocast.pipelines.forecast import train_forecast
+
+        return train_forecast(cfg, run_path)
+    raise ConfigError(f"task {task!r} cannot be trained (use `neurocast simulate` for simulations)")
+
+
+def resume_run(path):
+    import yaml
+
+    from neurocast.runs import RunDir
+
+    run = RunDir.open(path)
+    task = (yaml.safe_load(run.config_path.read_text()) or {}).get("task")
+    if task == "latent":
+        from neurocast.pipelines.latent import resume_latent
+
+        return resume_latent(run.path)
+    if task == "forecast":
+        from neurocast.pipelines.forecast import resume_forecast
+
+        return resume_forecast(run.path)
+    raise ConfigError(f"{run.path}: task {task!r} cannot be resumed")
+
+
+@register("train", "train a model (latent dynamics or multi-session forecasting); prints the run directory", _train_args)
+def _cmd_train(args: argparse.Namespace) -> int:
+    from neurocast.config import load_task_config
+    from neurocast.pipelines.common import resolve_config_path
+
+    if args.resume:
+        if args.config or args.overrides:
+            raise ConfigError("--resume RUN_DIR takes no config or overrides (the run's own config.yaml is used)")
+        emit_path(resume_run(args.resume).path)
+        return 0
+    if not args.config:
+        raise ConfigError("give a config file (or --resume RUN_DIR)")
+    cfg = load_task_config(resolve_config_path(args.config), args.overrides)
+    emit_path(train_from_config(cfg).path)
+    return 0

@@ -1,0 +1,169 @@
+"""Latent-dynamics pipeline: `neurocast train` for task: latent, and `--resume`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from neurocast.checkpoints import load_checkpoint, seed_everything
+from neurocast.config import config_hash, to_yaml, validate
+from neurocast.data.recording import Recording
+from neurocast.errors import ConfigError, DataError, NeurocastError, RunError
+from neurocast.pipelines.common import dataset_from_config, recordings_by_session, select_device, setup_torch
+from neurocast.progress import info
+from neurocast.runs import RunDir
+from neurocast.schema.latent import LatentExperiment
+from neurocast.train.latent_task import LatentTask
+from neurocast.train.loop import Trainer, build_optimizer
+from neurocast.train.tracking import Tracker
+
+
+def load_data(cfg: LatentExperiment) -> tuple[Path, Recording, list[tuple[str, Recording, int, int]]]:
+    """(dataset path, training recording, cross-validation sets) for a latent config."""
+    folder = dataset_from_config(cfg.data.simulation, cfg.data.path)
+    recs = recordings_by_session(folder)
+    name = cfg.data.train_recording
+    if name not in recs:
+        if len(recs) == 1:
+            train = next(iter(recs.values()))
+        else:
+            raise DataError(f"data.train_recording={name!r} is not in {folder} (recordings: {', '.join(sorted(recs))})")
+    else:
+        train = recs[name]
+    cvs = []
+    for cv in cfg.data.cross_validation:
+        if cv.recording in recs:
+            rec = recs[cv.recording]
+        else:
+            p = Path(cv.recording).expanduser()
+            if not p.exists():
+                raise DataError(
+                    f"cross-validation recording {cv.recording!r} is neither in {folder} ({', '.join(sorted(recs))}) nor a path"
+                )
+            (rec,) = recordings_by_session(p).values()
+        end = cv.end if cv.end is not None else rec.T
+        if not 0 <= cv.start < end <= rec.T:
+            raise ConfigError(f"cross-validation {cv.recording!r}: range [{cv.start}, {end}) is outside its {rec.T} frames")
+        cvs.append((cv.name or cv.recording, rec, cv.start, end))
+    return folder, train, cvs
+
+
+def build(cfg: LatentExperiment, device: torch.device, fitted: dict[str, Any] | None = None):
+    folder, train, cvs = load_data(cfg)
+    seed_everything(cfg.training.seed)
+    task = LatentTask(cfg, train, cvs, device, fitted=fitted)
+    return folder, task
+
+
+def _optimizer(cfg: LatentExperiment, task: LatentTask):
+    tr = cfg.training
+    return build_optimizer(tr.optimizer, task.model.parameters(), tr.learning_rate, tr.optimizer_kwargs)
+
+
+def train_latent(cfg: LatentExperiment, run_path: str | Path | None = None) -> RunDir:
+    """Train from scratch into a new run directory (or exactly ``run_path`` for sweeps)."""
+    tr = cfg.training
+    device = select_device(tr.device)
+    setup_torch(device, tf32=tr.use_tf32_matmul, threads=tr.num_threads)
+    folder, task = build(cfg, device)
+    yaml_text = to_yaml(cfg)
+    extra = {"dataset": str(folder.resolve()), "task": "latent"}
+    if run_path is None:
+        run = RunDir.create(cfg.runs_dir, cfg.name, yaml_text, config_hash(cfg), seed=tr.seed, extra_env=extra)
+    else:
+        run = RunDir.create_at(run_path, yaml_text, seed=tr.seed, extra_env=extra)
+    info(f"run directory: {run.path}")
+    return _fit(cfg, task, run, resume_from=None)
+
+
+def resume_latent(run_path: str | Path) -> RunDir:
+    """Continue a killed (or finished-early) run from its latest checkpoint."""
+    import yaml
+
+    run = RunDir.open(run_path)
+    cfg = validate(LatentExperiment, yaml.safe_load(run.config_path.read_text()), f"config {run.config_path}")
+    latest = run.checkpoints / "latest.pt"
+    if not latest.exists():
+        raise RunError(f"{run.path} has no checkpoints/latest.pt to resume from (it died before its first epoch ended)")
+    if run.status == "complete":
+        raise RunError(f"{run.path} is already complete; start a new run instead")
+    state = load_checkpoint(latest)
+    tr = cfg.training
+    device = select_device(tr.device)
+    setup_torch(device, tf32=tr.use_tf32_matmul, threads=tr.num_threads)
+    _, task = build(cfg, device, fitted=state["task"])
+    info(f"resuming {run.path} after epoch {state['epoch']}")
+    return _fit(cfg, task, run, resume_from=latest)
+
+
+def _fit(cfg: LatentExperiment, task: LatentTask, run: RunDir, resume_from: Path | None) -> RunDir:
+    tr = cfg.training
+    model = task.model
+    if tr.compile:
+        task.model = torch.compile(model)
+    tracker = Tracker(run, cfg.logging, cfg.model_dump(mode="json"))
+    trainer = Trainer(
+        task,
+        _optimizer(cfg, task),
+        run=run,
+        tracker=tracker,
+        config=cfg.model_dump(mode="json"),
+        epochs=task.total_epochs,
+        grad_clip=tr.grad_clip_max_norm,
+        checkpoint_every=tr.save_checkpoint_every_n_epochs,
+        epoch_label=task.epoch_label,
+    )
+    if resume_from is not None:
+        trainer.resume(resume_from)
+    try:
+        summary = trainer.fit()
+    except NeurocastError:
+        raise
+    except KeyboardInterrupt:
+        run.set_status("terminated")
+        raise
+    except BaseException:
+        run.set_status("failed")
+        raise
+    finally:
+        tracker.close()
+        task.close()
+    run.write_summary(latent_summary(cfg, trainer, summary))
+    run.set_status("complete")
+    return run
+
+
+def latent_summary(cfg: LatentExperiment, trainer: Trainer, summary: dict[str, Any]) -> dict[str, Any]:
+    """summary.json: losses, checkpoints and the per-multiple comparison with baselines."""
+    best = next((h for h in trainer.history if h["epoch"] == trainer.best_epoch), None)
+    final = trainer.history[-1] if trainer.history else None
+    tu, ems = cfg.training.time_units, cfg.training.evolve_multiple_steps
+
+    def table(rec, prefix="val"):
+        if rec is None:
+            return None
+        rows = []
+        for m in range(1, ems + 1):
+            s = m * tu
+            rows.append({
+                "step": s,
+                "model": rec.get(f"{prefix}/mse_at_{s}"),
+                "mean_baseline": rec.get(f"{prefix}/mean_baseline_at_{s}"),
+                "copy_baseline": rec.get(f"{prefix}/copy_baseline_at_{s}"),
+            })
+        return rows
+
+    best_rows = table(best)
+    return {
+        "task": "latent",
+        "experiment": cfg.name,
+        **summary,
+        "val_at_multiples_best": best_rows,
+        "val_at_multiples_final": table(final),
+        "beats_mean_baseline_at_every_multiple": None if not best_rows else all(
+            r["model"] is not None and r["mean_baseline"] is not None and r["model"] < r["mean_baseline"] for r in best_rows
+        ),
+        "final_train_loss": None if final is None else final.get("train/total"),
+    }

@@ -1,0 +1,290 @@
+"""Latent-dynamics training task: data windows + multi-step objective + validation.
+
+Built from in-memory or store-backed :class:`~neurocast.data.Recording` objects (the
+task never opens files). Normalisation is fitted on observed training frames only;
+validation uses a fixed, evenly spaced set of windows of the validation range and of
+every cross-validation recording, so numbers are comparable across epochs and runs.
+
+Validation metrics (normalised units, MSE) for each loss multiple m = 1..ems:
+``val/mse_at_{m*tu}`` for the model, ``val/mean_baseline_at_{..}`` for the constant
+training-mean predictor and ``val/copy_baseline_at_{..}`` for copy-last (the start frame
+repeated). ``val/loss`` (checkpoint selection) is the model's mean over multiples.
+Cross-validation sets log the same under ``cv/<name>/...``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from neurocast.data.acquisition import Acquisition
+from neurocast.data.latent_windows import LatentWindows, make_batch
+from neurocast.data.normalization import Normalizer
+from neurocast.data.recording import Recording
+from neurocast.errors import ConfigError, DataError
+from neurocast.eval.metrics import masked_mean
+from neurocast.models.latent import LatentModel
+from neurocast.schema.latent import LatentExperiment
+from neurocast.train.latent_objective import (
+    Augmentation,
+    active_multiples,
+    reconstruction_losses,
+    unroll_losses,
+)
+
+
+@dataclass
+class EvalSet:
+    name: str
+    windows: LatentWindows
+    starts: np.ndarray     # absolute window starts used for validation
+
+
+def resolve_split(cfg: LatentExperiment, rec: Recording) -> tuple[int, int, int, int]:
+    sp = cfg.data.split
+    T = rec.T
+    vs = sp.validation_start if sp.validation_start is not None else int(round(T * (1 - sp.validation_fraction)))
+    ve = sp.validation_end if sp.validation_end is not None else T
+    ts = sp.train_start
+    te = sp.train_end if sp.train_end is not None else vs
+    for name, v in (("train_end", te), ("validation_start", vs), ("validation_end", ve)):
+        if v > T:
+            raise ConfigError(f"data.split.{name}={v} is beyond the recording's {T} frames")
+    if not ts < te:
+        raise ConfigError(f"data.split: train_start={ts} must be < train_end={te}")
+    if not vs < ve:
+        raise ConfigError(f"data.split: validation_start={vs} must be < validation_end={ve}")
+    if max(ts, vs) < min(te, ve):
+        raise ConfigError(f"data.split: training [{ts}, {te}) and validation [{vs}, {ve}) overlap")
+    return ts, te, vs, ve
+
+
+def fit_normalizers(rec: Recording, channel: str, t0: int, t1: int, acq: Acquisition, mode: str,
+                    chunk: int, use_stimulus: bool) -> tuple[Normalizer, Normalizer | None]:
+    def blocks():
+        for c0 in range(t0, t1, chunk):
+            c1 = min(t1, c0 + chunk)
+            yield rec.read(c0, c1, channel=channel), acq.mask(c0, c1)
+
+    norm = Normalizer.fit(blocks(), rec.N, mode)
+    stim_norm = None
+    if use_stimulus and rec.stimulus is not None:
+        def sblocks():
+            for c0 in range(t0, t1, chunk):
+                yield rec.read_stimulus(c0, min(t1, c0 + chunk)), None
+        stim_norm = Normalizer.fit(sblocks(), rec.stimulus_dims, "center_scale")
+    return norm, stim_norm
+
+
+def evenly_spaced(starts: np.ndarray, n: int) -> np.ndarray:
+    if starts.size <= n:
+        return starts
+    idx = np.round(np.linspace(0, starts.size - 1, n)).astype(np.int64)
+    return starts[np.unique(idx)]
+
+
+class LatentTask:
+    def __init__(
+        self,
+        cfg: LatentExperiment,
+        train_rec: Recording,
+        cv_recs: list[tuple[str, Recording, int, int]],
+        device: torch.device,
+        model: LatentModel | None = None,
+        fitted: dict[str, Any] | None = None,
+    ):
+        """``fitted``: a checkpoint's task state, to reuse its normalisation instead of refitting."""
+        self.cfg = cfg
+        tr = cfg.training
+        self.device = device
+        channel = cfg.data.channel
+        if channel not in train_rec.channels:
+            raise DataError(
+                f"data.channel={channel!r}: recording {train_rec.session!r} has channels {sorted(train_rec.channels)}"
+            )
+        self.channel = channel
+        self.tu, self.ems = tr.time_units, tr.evolve_multiple_steps
+        self.window = self.tu * self.ems
+        ts, te, vs, ve = resolve_split(cfg, train_rec)
+        self.split = (ts, te, vs, ve)
+        mode = tr.acquisition_mode.mode
+        self.acq = Acquisition(mode, self.tu, train_rec.N, getattr(tr.acquisition_mode, "seed", 0), origin=ts)
+        self.staggered = self.acq.mode == "staggered_random"
+        use_stim = cfg.model.use_stimulus and train_rec.stimulus is not None
+        if fitted is not None:
+            self.norm = Normalizer.from_state(fitted["normalizer"])
+            sn = fitted.get("stimulus_normalizer")
+            self.stim_norm = None if sn is None else Normalizer.from_state(sn)
+        else:
+            self.norm, self.stim_norm = fit_normalizers(
+                train_rec, channel, ts, te, self.acq, cfg.data.normalization, cfg.data.chunk_frames, use_stim
+            )
+        steps = sorted({m * self.tu for m in range(1, self.ems + 1)} | set(tr.intermediate_loss_steps))
+        self.steps = steps
+
+        def windows(rec: Recording, a: int, b: int) -> LatentWindows:
+            if rec.N != train_rec.N:
+                raise DataError(
+                    f"cross-validation recording {rec.session!r} has N={rec.N} neurons, the training one {train_rec.N}"
+                )
+            if channel not in rec.channels:
+                raise DataError(f"cross-validation recording {rec.session!r} has no channel {channel!r}")
+            return LatentWindows(rec, channel, a, b, self.acq, self.window, self.norm, self.stim_norm,
+                                 cfg.data.chunk_frames, device, use_stim)
+
+        self.train = windows(train_rec, ts, te)
+        self.evalsets: list[EvalSet] = []
+        val = windows(train_rec, vs, ve)
+        n_val = tr.validation_windows
+        val_end = min(ve, vs + cfg.data.chunk_frames)
+        self.evalsets.append(EvalSet("val", val, evenly_spaced(val.valid_starts(vs, val_end), n_val)))
+        for name, rec, a, b in cv_recs:
+            w = windows(rec, a, b)
+            end = min(b, a + cfg.data.chunk_frames)
+            self.evalsets.append(EvalSet(f"cv/{name}", w, evenly_spaced(w.valid_starts(a, end), n_val)))
+
+        self.n_neurons = train_rec.N
+        self.stimulus_dims = train_rec.stimulus_dims if use_stim else None
+        self.model = (model or LatentModel(self.n_neurons, self.stimulus_dims, cfg.model)).to(device)
+        self.rng = np.random.default_rng(np.random.SeedSequence([tr.seed, 1]))
+        aug = tr.unconnected_to_zero
+        self.augmentation = Augmentation(train_rec.connectome, aug.num_neurons, aug.loss_coeff, tr.seed)
+        self.warmup = tr.reconstruction_warmup_epochs
+        self.n_valid = self.train.n_valid_starts()
+
+    # ------------------------------------------------------------------ schedule
+    @property
+    def total_epochs(self) -> int:
+        return self.warmup + self.cfg.training.epochs
+
+    def phase(self, epoch: int) -> str:
+        return "reconstruction_warmup" if epoch < self.warmup else "main"
+
+    def multiples(self, epoch: int) -> int:
+        return active_multiples(self.ems, self.cfg.training.ems_warmup_epochs, max(0, epoch - self.warmup))
+
+    def epoch_label(self, epoch: int) -> dict[str, Any]:
+        return {"phase": self.phase(epoch), "train/loss_multiples": self.multiples(epoch)}
+
+    def start_epoch(self, epoch: int) -> None:
+        frozen = self.phase(epoch) == "reconstruction_warmup"
+        for p in self.model.evolver.parameters():
+            p.requires_grad_(not frozen)
+        if self.model.stimulus_encoder is not None:
+            for p in self.model.stimulus_encoder.parameters():
+                p.requires_grad_(not frozen)
+
+    # ------------------------------------------------------------------ batches
+    def n_batches(self, epoch: int) -> int:
+        bs = self.cfg.training.batch_size
+        return self.cfg.training.data_passes_per_epoch * math.ceil(self.n_valid / bs)
+
+    def batches(self, epoch: int):
+        bs = self.cfg.training.batch_size
+        total = self.n_batches(epoch)
+        for chunk, n in self.train.epoch_chunks(self.rng, total, bs):
+            order = np.zeros(0, dtype=np.int64)
+            for _ in range(n):
+                if order.size < min(bs, chunk.starts.size):
+                    order = np.concatenate([order, self.rng.permutation(chunk.starts)])
+                take, order = order[:bs], order[bs:]
+                yield make_batch(chunk, take, self.steps, self.window, self.staggered)
+
+    def batch_samples(self, batch) -> int:
+        return int(batch.x0.shape[0])
+
+    def losses(self, batch, epoch: int) -> dict[str, torch.Tensor]:
+        loss_name = self.cfg.training.loss_function
+        if self.phase(epoch) == "reconstruction_warmup":
+            return reconstruction_losses(self.model, batch, loss_name)
+        max_step = self.multiples(epoch) * self.tu
+        return unroll_losses(
+            self.model, batch, loss_name, max_step, self.tu, self.staggered, self.augmentation
+        )
+
+    # ------------------------------------------------------------------ validation
+    @torch.no_grad()
+    def evaluate_set(self, es: EvalSet, batch_size: int = 512) -> dict[str, float]:
+        """Per-multiple MSE of the model and the two baselines (normalised units)."""
+        model = self.model
+        tu, ems = self.tu, self.ems
+        sums = np.zeros((3, ems))
+        counts = np.zeros(ems)
+        recon_sum, recon_n = 0.0, 0
+        chunk = es.windows.load_chunk(es.windows.t0, min(es.windows.t1, es.windows.t0 + es.windows.chunk_frames))
+        local = es.starts - chunk.t0
+        mean_pred = torch.as_tensor(self.norm.apply(self.norm.data_mean), device=self.device)
+        for i in range(0, local.size, batch_size):
+            b = make_batch(chunk, local[i : i + batch_size], self.steps, self.window, self.staggered)
+            z = model.encode(b.x0)
+            recon = model.decode(z)
+            recon_sum += float(masked_mean((recon - b.recon) ** 2, b.recon_mask)) * b.x0.shape[0]
+            recon_n += b.x0.shape[0]
+            s_enc = model.encode_stimulus(b.stim)
+            idx = {st: j for j, st in enumerate(b.steps)}
+            for k in range(1, self.window + 1):
+                z = model.evolve(z, None if s_enc is None else s_enc[:, k - 1])
+                m = (k - 1) // tu  # multiple this step belongs to (staggered: whole interval)
+                if not self.staggered and k % tu:
+                    continue
+                if k not in idx:
+                    continue
+                j = idx[k]
+                target = b.targets[:, j]
+                mask = None if b.masks is None else b.masks[:, j]
+                pred = model.decode(z)
+                for r, p in enumerate((pred, mean_pred.expand_as(target), b.x0)):
+                    err = (p - target) ** 2
+                    if mask is None:
+                        sums[r, m] += float(err.sum())
+                    else:
+                        sums[r, m] += float(torch.where(mask, err, torch.zeros((), device=err.device)).sum())
+                counts[m] += float(target.numel() if mask is None else mask.sum())
+        mse = sums / np.maximum(counts, 1)
+        out: dict[str, float] = {"recon": recon_sum / max(recon_n, 1)}
+        for m in range(ems):
+            step = (m + 1) * tu
+            out[f"mse_at_{step}"] = float(mse[0, m])
+            out[f"mean_baseline_at_{step}"] = float(mse[1, m])
+            out[f"copy_baseline_at_{step}"] = float(mse[2, m])
+        out["loss"] = float(mse[0].mean())
+        out["mean_baseline"] = float(mse[1].mean())
+        out["copy_baseline"] = float(mse[2].mean())
+        out["windows"] = int(local.size)
+        return out
+
+    def validate(self, epoch: int) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for es in self.evalsets:
+            for k, v in self.evaluate_set(es).items():
+                out[f"{es.name}/{k}"] = v
+        return out
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        import json
+
+        return {
+            "rng": json.dumps(self.rng.bit_generator.state),
+            "aug_rng": json.dumps(self.augmentation.rng.bit_generator.state),
+            "normalizer": self.norm.state_dict(),
+            "stimulus_normalizer": None if self.stim_norm is None else self.stim_norm.state_dict(),
+            "n_neurons": self.n_neurons,
+            "stimulus_dims": self.stimulus_dims,
+            "phases": None if self.acq.phases is None else torch.from_numpy(self.acq.phases),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        import json
+
+        self.rng.bit_generator.state = json.loads(state["rng"])
+        self.augmentation.rng.bit_generator.state = json.loads(state["aug_rng"])
+
+    def close(self) -> None:
+        self.train.close()
+        for es in self.evalsets:
+            es.windows.close()

@@ -1,0 +1,253 @@
+"""One training loop for every model family, with pluggable tasks.
+
+A *task* owns the model, the data iteration and the objective; the :class:`Trainer`
+owns everything around them: optimiser steps, gradient clipping, NaN/Inf guard,
+validation, checkpoints (latest every epoch, every N epochs, best, final), resume,
+metrics, progress bars and early stopping. The trainer never knows where data came
+from; tasks never write files.
+
+Task interface (duck-typed)::
+
+    task.model                         nn.Module
+    task.start_epoch(epoch)            e.g. freeze modules during a warm-up
+    task.batches(epoch) -> iterable    one epoch of batches (task-owned, seeded RNG)
+    task.n_batches(epoch) -> int       for the progress bar
+    task.losses(batch, epoch) -> dict  "total" is optimised, the rest logged
+    task.batch_samples(batch) -> int
+    task.validate(epoch) -> dict       must hold "val/loss" (lower is better)
+    task.stop_check(epoch, metrics) -> (stop: bool, message)   optional, early stopping
+    task.state_dict() / load_state_dict(state)     RNGs and fitted statistics
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from neurocast.checkpoints import capture_rng_state, load_checkpoint, load_model_state, restore_rng_state, save_checkpoint
+from neurocast.errors import CheckpointError, TrainingError
+from neurocast.progress import info, progress
+from neurocast.runs import RunDir
+from neurocast.train.tracking import Tracker
+
+
+def build_optimizer(name: str, params, lr: float, kwargs: dict[str, Any] | None = None) -> torch.optim.Optimizer:
+    cls = getattr(torch.optim, name, None)
+    if cls is None or not isinstance(cls, type) or not issubclass(cls, torch.optim.Optimizer):
+        raise TrainingError(f"optimizer {name!r} is not a torch.optim optimizer (e.g. Adam, AdamW, SGD, RMSprop)")
+    try:
+        return cls(params, lr=lr, **(kwargs or {}))
+    except TypeError as exc:
+        raise TrainingError(f"optimizer {name}: bad optimizer_kwargs {kwargs}: {exc}") from None
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare model inside DistributedDataParallel / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module"):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+class Trainer:
+    def __init__(
+        self,
+        task,
+        optimizer: torch.optim.Optimizer,
+        *,
+        run: RunDir | None,
+        tracker: Tracker | None,
+        config: dict[str, Any],
+        epochs: int,
+        grad_clip: float = 0.0,
+        checkpoint_every: int = 0,
+        scheduler=None,
+        is_main: bool = True,
+        epoch_label=None,
+    ):
+        self.task = task
+        self.opt = optimizer
+        self.scheduler = scheduler
+        self.run = run if is_main else None
+        self.tracker = tracker if is_main else None
+        self.config = config
+        self.epochs = int(epochs)
+        self.grad_clip = float(grad_clip)
+        self.checkpoint_every = int(checkpoint_every)
+        self.is_main = is_main
+        self.epoch_label = epoch_label or (lambda e: {})
+        self.epoch = 0          # completed epochs
+        self.step = 0           # optimiser steps
+        self.best = math.inf
+        self.best_epoch: int | None = None
+        self.saved: dict[str, int] = {}   # checkpoint file name -> epoch it holds
+        self.history: list[dict[str, Any]] = []
+        self.stopped_early: str | None = None
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state(self) -> dict[str, Any]:
+        return {
+            "model": unwrap(self.task.model).state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "rng": capture_rng_state(),
+            "task": self.task.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "saved": dict(self.saved),
+            "stopped_early": self.stopped_early,
+            "config": self.config,
+        }
+
+    def save(self, name: str) -> Path | None:
+        if self.run is None:
+            return None
+        path = save_checkpoint(self.run.checkpoints / name, self._state())
+        self.saved[name] = self.epoch
+        return path
+
+    def resume(self, path: str | Path) -> None:
+        """Continue exactly where the checkpoint was written (end of its epoch)."""
+        state = load_checkpoint(path)
+        load_model_state(unwrap(self.task.model), state["model"], str(path))
+        try:
+            self.opt.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(f"checkpoint {path}: optimizer state does not match ({exc})") from None
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.task.load_state_dict(state["task"])
+        restore_rng_state(state["rng"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.best, self.best_epoch = float(state["best"]), state["best_epoch"]
+        self.saved = dict(state["saved"])
+        self.stopped_early = state.get("stopped_early")
+        if self.run is not None:  # drop metrics logged after this checkpoint (a killed epoch)
+            import json
+
+            kept = [m for m in self.run.read_metrics() if m.get("epoch", 0) <= self.epoch]
+            tmp = self.run.metrics_path.with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps(m) + "\n" for m in kept))
+            tmp.replace(self.run.metrics_path)
+            self.run.set_status("running")
+            self.history = [m for m in kept if "train/total" in m or "val/loss" in m]
+
+    # ------------------------------------------------------------------ training
+    def fit(self) -> dict[str, Any]:
+        model = self.task.model
+        while self.epoch < self.epochs and self.stopped_early is None:
+            epoch = self.epoch
+            self.task.start_epoch(epoch)
+            model.train()
+            sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros(()))
+            gnorm_sum, n_batches, samples = 0.0, 0, 0
+            t0 = time.perf_counter()
+            bar = progress(self.task.batches(epoch), total=self.task.n_batches(epoch),
+                           desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch")
+            for batch in bar:
+                losses = self.task.losses(batch, epoch)
+                total = losses["total"]
+                if not torch.isfinite(total):
+                    self._diverged(epoch, losses)
+                self.opt.zero_grad(set_to_none=True)
+                total.backward()
+                params = [p for p in model.parameters() if p.grad is not None]
+                if self.grad_clip > 0:
+                    gnorm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+                else:
+                    gnorm = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params])) if params else torch.zeros(())
+                if not torch.isfinite(gnorm):
+                    self._diverged(epoch, {**losses, "grad_norm": gnorm})
+                self.opt.step()
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                self.step += 1
+                n_batches += 1
+                samples += self.task.batch_samples(batch)
+                gnorm_sum += float(gnorm)
+                for k, v in losses.items():
+                    sums[k] = sums[k] + v.detach().float().cpu()
+            bar.close()
+            elapsed = time.perf_counter() - t0
+            train = {f"train/{k}": float(v) / max(n_batches, 1) for k, v in sums.items()}
+            model.eval()
+            tv = time.perf_counter()
+            with torch.no_grad():
+                val = self.task.validate(epoch)
+            self.epoch = epoch + 1
+            record = {
+                "epoch": self.epoch,
+                **self.epoch_label(epoch),
+                **train,
+                **val,
+                "train/grad_norm": gnorm_sum / max(n_batches, 1),
+                "train/lr": self.opt.param_groups[0]["lr"],
+                "time/epoch_s": elapsed,
+                "time/validation_s": time.perf_counter() - tv,
+                "throughput/samples_per_s": samples / elapsed if elapsed > 0 else None,
+            }
+            stop, why = (False, "")
+            if hasattr(self.task, "stop_check"):
+                stop, why = self.task.stop_check(epoch, record)
+                record.update(getattr(self.task, "last_stop_record", {}) or {})
+            self.history.append(record)
+            if self.tracker is not None:
+                self.tracker.log(record, step=self.epoch)
+            vloss = val.get("val/loss")
+            improved = vloss is not None and math.isfinite(vloss) and vloss < self.best
+            if improved:
+                self.best, self.best_epoch = float(vloss), self.epoch
+            info(
+                f"epoch {self.epoch}/{self.epochs}: train loss {train.get('train/total', float('nan')):.4g}"
+                + (f", val loss {vloss:.4g}" if vloss is not None else "")
+                + (" (best)" if improved else "")
+                + f", {elapsed:.1f} s"
+            )
+            if stop:
+                self.stopped_early = why
+                info(f"early stopping after epoch {self.epoch}: {why}")
+            if self.is_main:
+                if improved:
+                    self.save("best.pt")
+                if self.checkpoint_every and self.epoch % self.checkpoint_every == 0:
+                    self.save(f"epoch_{self.epoch:04d}.pt")
+                self.save("latest.pt")
+        if self.is_main:
+            self.save("final.pt")
+        if self.tracker is not None:
+            self.tracker.flush()
+        return self.summary()
+
+    def _diverged(self, epoch: int, losses: dict[str, torch.Tensor]) -> None:
+        parts = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+        last = self.run.checkpoints / "latest.pt" if self.run is not None and (self.run.checkpoints / "latest.pt").exists() else None
+        if self.run is not None:
+            self.run.set_status("failed")
+            self.run.log({"epoch": epoch, "event": "diverged", "losses": {k: float(v) for k, v in losses.items()}})
+        keep = f"; the last good checkpoint is {last}" if last else "; no checkpoint was written yet"
+        raise TrainingError(
+            f"training diverged at epoch {epoch + 1}, step {self.step + 1}: loss is not finite ({parts}); "
+            f"try a lower learning rate or gradient clipping{keep}"
+        )
+
+    def summary(self) -> dict[str, Any]:
+        last = self.history[-1] if self.history else {}
+        return {
+            "epochs_completed": self.epoch,
+            "steps": self.step,
+            "final_val_loss": last.get("val/loss"),
+            "best_val_loss": None if not math.isfinite(self.best) else self.best,
+            "best_epoch": self.best_epoch,
+            "stopped_early": self.stopped_early,
+            "checkpoints": dict(sorted(self.saved.items())),
+        }
