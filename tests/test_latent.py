@@ -214,7 +214,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_fly, tmp_path, monkeyp
         train_latent(load_task_config(latent_config(tiny_fly), overrides))
     monkeypatch.setattr(Trainer, "save", real_save)
     killed = sorted((tmp_path / "runs" / "test_latent").glob("2*"))[-1]
-    assert not (killed / "summary.json").exists() and (killed / "status").read_text().strip() == "running"
+    assert not (killed / "summary.json").exists() and (killed / "status").read_text().strip() == "terminated"
     resumed = resume_latent(killed)
     losses = [m["train/total"] for m in resumed.read_metrics() if "train/total" in m]
     assert len(losses) == 3
@@ -264,3 +264,41 @@ def test_tu20_ems5_run_beats_mean_baseline_at_every_multiple(tiny_fly, run_cli, 
     assert [r["step"] for r in summary["val_at_multiples_best"]] == [20, 40, 60, 80, 100]
     assert summary["checkpoints"]["epoch_0002.pt"] == 2 and summary["checkpoints"]["epoch_0004.pt"] == 4
     assert summary["checkpoints"]["final.pt"] == 4 and summary["best_epoch"] is not None
+
+
+def test_sigterm_stops_after_the_epoch_and_resume_completes(tiny_fly, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(latent_config(tiny_fly)))
+    env = {**os.environ, "NEUROCAST_QUIET": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "neurocast", "train", str(cfg), "--training.epochs", "50", "--runs-dir", str(tmp_path / "runs")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    deadline = time.time() + 120
+    metrics = None
+    while time.time() < deadline:
+        found = list((tmp_path / "runs" / "test_latent").glob("2*/metrics.jsonl"))
+        if found and '"train/total"' in found[0].read_text():
+            metrics = found[0]
+            break
+        time.sleep(0.2)
+    assert metrics is not None, proc.stderr.read() if proc.poll() is not None else "no epoch finished in time"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    run = metrics.parent
+    assert out.strip().splitlines()[-1] == str(run)
+    assert (run / "status").read_text().strip() == "terminated"
+    done = json.loads((run / "summary.json").read_text())["epochs_completed"]
+    assert 1 <= done < 50
+    from neurocast.checkpoints import load_checkpoint
+
+    assert load_checkpoint(run / "checkpoints" / "latest.pt")["epoch"] == done

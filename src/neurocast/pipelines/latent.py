@@ -16,7 +16,7 @@ from neurocast.progress import info
 from neurocast.runs import RunDir
 from neurocast.schema.latent import LatentExperiment
 from neurocast.train.latent_task import LatentTask
-from neurocast.train.loop import Trainer, build_optimizer
+from neurocast.train.loop import Trainer, build_optimizer, graceful_stop
 from neurocast.train.tracking import Tracker
 
 
@@ -118,10 +118,11 @@ def _fit(cfg: LatentExperiment, task: LatentTask, run: RunDir, resume_from: Path
     if resume_from is not None:
         trainer.resume(resume_from)
     try:
-        summary = trainer.fit()
+        with graceful_stop(trainer):
+            summary = trainer.fit()
     except NeurocastError:
         raise
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         run.set_status("terminated")
         raise
     except BaseException:
@@ -131,7 +132,7 @@ def _fit(cfg: LatentExperiment, task: LatentTask, run: RunDir, resume_from: Path
         tracker.close()
         task.close()
     run.write_summary(latent_summary(cfg, trainer, summary))
-    run.set_status("complete")
+    run.set_status("terminated" if trainer.stop_requested else "complete")
     return run
 
 

@@ -22,8 +22,10 @@ Task interface (duck-typed)::
 from __future__ import annotations
 
 import math
+import signal
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +93,7 @@ class Trainer:
         self.saved: dict[str, int] = {}   # checkpoint file name -> epoch it holds
         self.history: list[dict[str, Any]] = []
         self.stopped_early: str | None = None
+        self.stop_requested: str | None = None  # set by SIGTERM/SIGUSR2: stop after this epoch
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> dict[str, Any]:
@@ -145,7 +148,7 @@ class Trainer:
     # ------------------------------------------------------------------ training
     def fit(self) -> dict[str, Any]:
         model = self.task.model
-        while self.epoch < self.epochs and self.stopped_early is None:
+        while self.epoch < self.epochs and self.stopped_early is None and self.stop_requested is None:
             epoch = self.epoch
             self.task.start_epoch(epoch)
             model.train()
@@ -228,12 +231,16 @@ class Trainer:
             self.tracker.flush()
         return self.summary()
 
+    def request_stop(self, why: str) -> None:
+        self.stop_requested = why
+        info(f"{why}: stopping after the current epoch (resume with `neurocast train --resume`)")
+
     def _diverged(self, epoch: int, losses: dict[str, torch.Tensor]) -> None:
-        parts = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+        parts = ", ".join(f"{k}={float(v.detach() if torch.is_tensor(v) else v):.4g}" for k, v in losses.items())
         last = self.run.checkpoints / "latest.pt" if self.run is not None and (self.run.checkpoints / "latest.pt").exists() else None
         if self.run is not None:
             self.run.set_status("failed")
-            self.run.log({"epoch": epoch, "event": "diverged", "losses": {k: float(v) for k, v in losses.items()}})
+            self.run.log({"epoch": epoch, "event": "diverged", "losses": {k: float(v.detach() if torch.is_tensor(v) else v) for k, v in losses.items()}})
         keep = f"; the last good checkpoint is {last}" if last else "; no checkpoint was written yet"
         raise TrainingError(
             f"training diverged at epoch {epoch + 1}, step {self.step + 1}: loss is not finite ({parts}); "
@@ -249,5 +256,28 @@ class Trainer:
             "best_val_loss": None if not math.isfinite(self.best) else self.best,
             "best_epoch": self.best_epoch,
             "stopped_early": self.stopped_early,
+            "terminated_by": self.stop_requested,
             "checkpoints": dict(sorted(self.saved.items())),
         }
+
+
+@contextmanager
+def graceful_stop(trainer: Trainer):
+    """SIGTERM / SIGUSR2 (cluster pre-emption, time limits) finish the epoch, checkpoint and stop."""
+    previous = {}
+
+    def handler(signum, frame):
+        trainer.request_stop(f"received {signal.Signals(signum).name}")
+
+    for sig in (signal.SIGTERM, getattr(signal, "SIGUSR2", None)):
+        if sig is None:
+            continue
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
