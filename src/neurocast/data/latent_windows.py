@@ -108,8 +108,9 @@ class LatentWindows:
     def load_chunk(self, c0: int, c1: int) -> Chunk:
         raw = self.rec.read(c0, c1, channel=self.channel)
         x = self.norm.apply(raw)
-        mask_np = self.acq.mask(c0, c1)
-        x_in = self.acq.interpolate(x, c0) if self.acq.mode == "staggered_random" else None
+        staggered = self.acq.mode == "staggered_random"
+        mask_np = self.acq.mask(c0, c1) if staggered else None  # aligned windows touch grid frames only
+        x_in = self.acq.interpolate(x, c0) if staggered else None
         stim = None
         if self.use_stimulus:
             s = self.rec.read_stimulus(c0, c1)
@@ -121,7 +122,7 @@ class LatentWindows:
             t1=c1,
             x=xt,
             x_in=xt if x_in is None else torch.from_numpy(x_in).to(dev),
-            mask=None if mask_np is None or self.acq.mode != "staggered_random" else torch.from_numpy(mask_np).to(dev),
+            mask=None if mask_np is None else torch.from_numpy(mask_np).to(dev),
             stim=None if stim is None else torch.from_numpy(stim).to(dev),
             starts=self.valid_starts(c0, c1) - c0,
         )

@@ -50,6 +50,20 @@ def load_data(cfg: LatentExperiment) -> tuple[Path, Recording, list[tuple[str, R
     return folder, train, cvs
 
 
+def ensure_run_data(cfg: LatentExperiment, run: RunDir) -> None:
+    """Regenerate a run's simulated dataset from its saved simulation.yaml if it was deleted."""
+    if cfg.data.path is None or Path(cfg.data.path).exists():
+        return
+    saved = run.path / "simulation.yaml"
+    if not saved.is_file():
+        raise DataError(f"the run's dataset {cfg.data.path} no longer exists and the run has no simulation.yaml to rebuild it")
+    from neurocast.config import load_task_config
+    from neurocast.sim import simulate
+
+    info(f"dataset {cfg.data.path} is missing: simulating it again from {saved}")
+    simulate(load_task_config(saved), cfg.data.path)
+
+
 def build(cfg: LatentExperiment, device: torch.device, fitted: dict[str, Any] | None = None):
     folder, train, cvs = load_data(cfg)
     seed_everything(cfg.training.seed)
@@ -68,12 +82,18 @@ def train_latent(cfg: LatentExperiment, run_path: str | Path | None = None) -> R
     device = select_device(tr.device)
     setup_torch(device, tf32=tr.use_tf32_matmul, threads=tr.num_threads)
     folder, task = build(cfg, device)
-    yaml_text = to_yaml(cfg)
-    extra = {"dataset": str(folder.resolve()), "task": "latent"}
+    # the run's config points at the exact dataset it used (a simulation config file may
+    # change later); the simulation config is kept beside it to regenerate the data
+    resolved = cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": str(folder.resolve()), "simulation": None})})
+    yaml_text = to_yaml(resolved)
+    extra = {"dataset": str(folder.resolve()), "data_simulation_config": cfg.data.simulation, "task": "latent"}
     if run_path is None:
         run = RunDir.create(cfg.runs_dir, cfg.name, yaml_text, config_hash(cfg), seed=tr.seed, extra_env=extra)
     else:
         run = RunDir.create_at(run_path, yaml_text, seed=tr.seed, extra_env=extra)
+    sim_yaml = folder / "simulation.yaml"
+    if sim_yaml.is_file():
+        (run.path / "simulation.yaml").write_text(sim_yaml.read_text())
     info(f"run directory: {run.path}")
     return _fit(cfg, task, run, resume_from=None)
 
@@ -90,6 +110,7 @@ def resume_latent(run_path: str | Path) -> RunDir:
     if run.status == "complete":
         raise RunError(f"{run.path} is already complete; start a new run instead")
     state = load_checkpoint(latest)
+    ensure_run_data(cfg, run)
     tr = cfg.training
     device = select_device(tr.device)
     setup_torch(device, tf32=tr.use_tf32_matmul, threads=tr.num_threads)

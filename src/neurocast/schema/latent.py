@@ -170,8 +170,35 @@ class LatentTraining(Section):
         return self
 
 
+class EarlyStopping(Section):
+    """Stop when roll-outs on held-out data stop improving (off by default)."""
+
+    enabled: bool = False
+    every_epochs: int = Field(5, ge=1, description="run the roll-out evaluation every K epochs")
+    dataset: str | None = Field(None, description="'val' or a cross-validation name (default: the first CV set, else val)")
+    metric: Literal["rollout_mse", "stable_horizon"] = "rollout_mse"
+    min_improvement: float = Field(0.1, ge=0, lt=1, description="relative improvement that counts (0.1 = 10%)")
+    patience: int = Field(3, ge=1, description="evaluations without improvement before stopping")
+    horizon: int | None = Field(None, ge=1, description="roll-out length (default: eval.horizon)")
+    n_starts: int = Field(10, ge=1)
+
+
+class LatentEval(Section):
+    horizon: int | None = Field(None, ge=1, description="roll-out steps (default: max(2000, 10 x tu x ems))")
+    n_starts: int = Field(20, ge=1, description="seeded roll-out start points per dataset")
+    seed: int = 0
+    rollouts: list[Literal["latent", "activity"]] = Field(["latent", "activity"], min_length=1)
+    trace_neurons_per_type: int = Field(1, ge=1)
+    early_stopping: EarlyStopping = EarlyStopping()
+
+
 class LatentExperiment(ExperimentBase):
     task: Literal["latent"] = "latent"
     data: LatentData
     model: LatentModelConfig = LatentModelConfig()
     training: LatentTraining = LatentTraining()
+    eval: LatentEval = LatentEval()
+
+    def rollout_horizon(self) -> int:
+        window = self.training.time_units * self.training.evolve_multiple_steps
+        return self.eval.horizon or max(2000, 10 * window)

@@ -26,6 +26,7 @@ from neurocast.data.latent_windows import LatentWindows, make_batch
 from neurocast.data.normalization import Normalizer
 from neurocast.data.recording import Recording
 from neurocast.errors import ConfigError, DataError
+from neurocast.eval.early_stopping import EarlyStopping
 from neurocast.eval.metrics import masked_mean
 from neurocast.models.latent import LatentModel
 from neurocast.schema.latent import LatentExperiment
@@ -155,6 +156,19 @@ class LatentTask:
         self.augmentation = Augmentation(train_rec.connectome, aug.num_neurons, aug.loss_coeff, tr.seed)
         self.warmup = tr.reconstruction_warmup_epochs
         self.n_valid = self.train.n_valid_starts()
+        es = cfg.eval.early_stopping
+        self.stop_set = None
+        if es.enabled:
+            names = [e.name for e in self.evalsets]
+            want = es.dataset or (names[1].split("/", 1)[1] if len(names) > 1 else "val")
+            self.stop_set = want if want == "val" else f"cv/{want}"
+            if self.stop_set not in names:
+                raise ConfigError(
+                    f"eval.early_stopping.dataset={es.dataset!r} is neither 'val' nor a cross-validation name "
+                    f"({', '.join(n.split('/', 1)[-1] for n in names[1:]) or 'none configured'})"
+                )
+        self.stopper = EarlyStopping(es.metric == "stable_horizon", es.min_improvement, es.patience)
+        self.last_stop_record: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ schedule
     @property
@@ -264,6 +278,39 @@ class LatentTask:
                 out[f"{es.name}/{k}"] = v
         return out
 
+    # ------------------------------------------------------------------ early stopping
+    def stop_check(self, epoch: int, record: dict[str, Any]) -> tuple[bool, str]:
+        """Every K main epochs: roll out on the chosen set and apply the early-stopping rule."""
+        from neurocast.eval.latent_eval import rollout_evaluation
+
+        self.last_stop_record = {}
+        es = self.cfg.eval.early_stopping
+        if self.stop_set is None or self.phase(epoch) != "main":
+            return False, ""
+        main_epoch = epoch - self.warmup + 1
+        if main_epoch % es.every_epochs:
+            return False, ""
+        horizon = es.horizon or self.cfg.rollout_horizon()
+        ev = rollout_evaluation(self, horizon, es.n_starts, self.cfg.eval.seed, ("latent",), [self.stop_set])
+        res = ev.get(self.stop_set, {}).get("results", {}).get("latent")
+        if res is None:
+            return False, ""
+        summ = res.summary()
+        value = float(summ["stable_horizon"] if es.metric == "stable_horizon" else summ["mse_overall"])
+        improved, stop = self.stopper.update(value)
+        self.last_stop_record = {
+            "early_stop/dataset": self.stop_set,
+            "early_stop/metric": value,
+            "early_stop/best": self.stopper.best,
+            "early_stop/improved": improved,
+            "early_stop/rollout_mse": summ["mse_overall"],
+            "early_stop/stable_horizon": summ["stable_horizon"],
+            "early_stop/horizon": res.horizon,
+        }
+        why = (f"{es.metric} on {self.stop_set} did not improve by {es.min_improvement:.0%} in "
+               f"{es.patience} evaluations (best {self.stopper.best:.4g})")
+        return stop, why
+
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         import json
@@ -276,6 +323,7 @@ class LatentTask:
             "n_neurons": self.n_neurons,
             "stimulus_dims": self.stimulus_dims,
             "phases": None if self.acq.phases is None else torch.from_numpy(self.acq.phases),
+            "early_stopping": json.dumps(self.stopper.state_dict()),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -283,6 +331,8 @@ class LatentTask:
 
         self.rng.bit_generator.state = json.loads(state["rng"])
         self.augmentation.rng.bit_generator.state = json.loads(state["aug_rng"])
+        if "early_stopping" in state:
+            self.stopper.load_state_dict(json.loads(state["early_stopping"]))
 
     def close(self) -> None:
         self.train.close()

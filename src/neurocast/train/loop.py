@@ -222,6 +222,8 @@ class Trainer:
             if self.is_main:
                 if improved:
                     self.save("best.pt")
+                if record.get("early_stop/improved"):
+                    self.save("best_early_stop.pt")  # best by the early-stopping criterion
                 if self.checkpoint_every and self.epoch % self.checkpoint_every == 0:
                     self.save(f"epoch_{self.epoch:04d}.pt")
                 self.save("latest.pt")

@@ -1,0 +1,27 @@
+"""Dispatch `neurocast analyze` by the run's task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from neurocast.errors import RunError
+from neurocast.runs import RunDir
+
+
+def analyze(path: str | Path, epochs, horizon=None, starts=None) -> Path:
+    run = RunDir.open(path)
+    task = (yaml.safe_load(run.config_path.read_text()) or {}).get("task")
+    if task == "latent":
+        from neurocast.pipelines.latent_analysis import analyze_run, print_metrics
+
+        folder, results = analyze_run(run.path, epochs, horizon, starts)
+        if len(results) == 1:
+            print_metrics(results[0])
+        return folder
+    if task == "forecast":
+        from neurocast.pipelines.forecast import analyze_forecast_run
+
+        return analyze_forecast_run(run.path, epochs)
+    raise RunError(f"{run.path}: no analysis for task {task!r}")

@@ -1,0 +1,185 @@
+"""Figures (matplotlib, Agg backend, PNG). Every function takes arrays and a path; none
+knows about runs or checkpoints. Axes are always labelled."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _save(fig, path: str | Path, tight: bool = True) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if tight:
+        fig.tight_layout(rect=(0, 0, 1, 0.97) if fig._suptitle is not None else (0, 0, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def type_colors(names: Sequence[str]) -> dict[str, Any]:
+    cmaps = [plt.get_cmap(c) for c in ("tab20", "tab20b", "tab20c", "Set3")]
+    palette = [cm(i) for cm in cmaps for i in range(cm.N)]
+    return {n: palette[i % len(palette)] for i, n in enumerate(sorted(names))}
+
+
+# ---------------------------------------------------------------------------- latent roll-outs
+
+
+def rollout_mse(results: dict, window: int, time_units: int, title: str, path: str | Path) -> Path:
+    """MSE against roll-out step (log y) for each roll-out kind, with the baselines."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    colors = {"latent": "tab:orange", "activity": "tab:blue"}
+    steps = None
+    for kind, r in results.items():
+        steps = np.arange(1, r.horizon + 1)
+        ax.plot(steps, r.curve, color=colors.get(kind), lw=1.3, label=f"{kind} roll-out (mean of {r.starts.size} starts)")
+        if kind == "latent":
+            ax.fill_between(steps, np.percentile(r.mse, 10, axis=0), np.percentile(r.mse, 90, axis=0),
+                            color=colors.get(kind), alpha=0.15, lw=0, label="latent: 10-90% of starts")
+    if steps is not None:
+        r = next(iter(results.values()))
+        ax.plot(steps, r.constant.mean(0), "k--", lw=1, label="constant (training mean)")
+        if r.interpolation is not None:
+            # averaged over each observation interval (it is 0 at the observations themselves)
+            ic = r.interpolation.mean(0)
+            n = ic.size // time_units * time_units
+            if n:
+                per = np.repeat(ic[:n].reshape(-1, time_units).mean(1), time_units)
+                ax.plot(steps[:n], per, color="gray", ls=":", lw=1.2,
+                        label=f"linear interpolation of observations every {time_units} (interval mean)")
+        ax.axhline(r.data_variance, color="red", lw=0.8, alpha=0.6, label="data variance (stable-horizon limit)")
+    ax.axvline(window, color="green", lw=1, alpha=0.7, label=f"training window ({window} steps)")
+    ax.set_yscale("log")
+    ax.set_xlabel("steps since roll-out start")
+    ax.set_ylabel("MSE (normalised units)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, path)
+
+
+def rollout_mse_zoom(results: dict, window: int, time_units: int, title: str, path: str | Path) -> Path:
+    """The first training window in detail, with markers at the observation points."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    colors = {"latent": "tab:orange", "activity": "tab:blue"}
+    n = min(window * 2, next(iter(results.values())).horizon)
+    steps = np.arange(1, n + 1)
+    obs = steps % time_units == 0
+    for kind, r in results.items():
+        c = r.curve[:n]
+        ax.plot(steps, c, color=colors.get(kind), lw=1.5, label=f"{kind} roll-out")
+        ax.plot(steps[obs], c[obs], "o", color=colors.get(kind), ms=4)
+    r = next(iter(results.values()))
+    ax.plot(steps, r.constant.mean(0)[:n], "k--", lw=1, label="constant (training mean)")
+    if r.interpolation is not None:
+        ax.plot(steps, r.interpolation.mean(0)[:n], color="gray", ls=":", lw=1.2, label="linear interpolation")
+    ax.axvline(window, color="green", lw=1, alpha=0.7, label="end of training window")
+    ax.set_yscale("log")
+    ax.set_xlabel("steps since roll-out start (markers: observation points)")
+    ax.set_ylabel("MSE (normalised units)")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, path)
+
+
+def variance_scatter(var_true: np.ndarray, var_err: np.ndarray, cell_types: np.ndarray | None, title: str,
+                     path: str | Path) -> Path:
+    """Per neuron: total variance (x) vs unexplained variance (y), coloured by cell type."""
+    fig, ax = plt.subplots(figsize=(7.5, 7))
+    ok = (var_true > 0) & (var_err > 0) & np.isfinite(var_true) & np.isfinite(var_err)
+    if cell_types is None:
+        ax.scatter(var_true[ok], var_err[ok], s=6, alpha=0.6)
+    else:
+        names = sorted(set(cell_types.tolist()))
+        colors = type_colors(names)
+        for t in names:
+            sel = ok & (cell_types == t)
+            if not sel.any():
+                continue
+            ax.scatter(var_true[sel], var_err[sel], s=6, alpha=0.6, color=colors[t])
+            cx, cy = np.exp(np.log(var_true[sel]).mean()), np.exp(np.log(var_err[sel]).mean())
+            ax.annotate(t, (cx, cy), fontsize=6, color=colors[t], ha="center", va="center",
+                        bbox=dict(boxstyle="round,pad=0.1", fc="white", ec=colors[t], alpha=0.7, lw=0.5))
+    lo = float(np.nanmin(np.concatenate([var_true[ok], var_err[ok]]))) if ok.any() else 1e-6
+    hi = float(np.nanmax(np.concatenate([var_true[ok], var_err[ok]]))) if ok.any() else 1.0
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="unexplained = total (no better than the mean)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("total variance of the true trace")
+    ax.set_ylabel("unexplained variance (variance of the roll-out error)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, path)
+
+
+def traces(true: np.ndarray, pred: np.ndarray, labels: Sequence[str], dt: float, title: str, path: str | Path,
+           cols: int = 4) -> Path:
+    """True (black) vs predicted (orange) traces, one panel per neuron, with R^2 in each title."""
+    k = true.shape[1]
+    rows = int(np.ceil(k / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 1.6 * rows + 0.6), sharex=True, squeeze=False)
+    t = np.arange(1, true.shape[0] + 1) * dt
+    for i in range(rows * cols):
+        ax = axes[i // cols][i % cols]
+        if i >= k:
+            ax.axis("off")
+            continue
+        ax.plot(t, true[:, i], color="black", lw=0.8)
+        ax.plot(t, pred[:, i], color="tab:orange", lw=0.8)
+        var = true[:, i].var()
+        r2 = 1 - (pred[:, i] - true[:, i]).var() / var if var > 0 else float("nan")
+        ax.set_title(f"{labels[i]}  R²={r2:.2f}", fontsize=7)
+        ax.tick_params(labelsize=6)
+        if i % cols == 0:
+            ax.set_ylabel("activity", fontsize=7)
+        if i // cols == rows - 1:
+            ax.set_xlabel("time since start (s)", fontsize=7)
+    fig.suptitle(title + "   (black: true, orange: roll-out)", fontsize=9)
+    # many panels: a fixed layout (tight_layout costs seconds per figure here)
+    height = 1.6 * rows + 0.6
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.5 / height, top=1 - 0.45 / height, wspace=0.25, hspace=0.55)
+    return _save(fig, path, tight=False)
+
+
+def training_curves(records: list[dict[str, Any]], path: str | Path, title: str = "training") -> Path:
+    """Training losses and validation losses against epoch, from metrics.jsonl records."""
+    recs = [r for r in records if "epoch" in r and any(k.startswith("train/") for k in r)]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ep = [r["epoch"] for r in recs]
+    for key in ("train/total", "train/recon", "train/evolve", "train/aug", "train/reg"):
+        vals = [r.get(key) for r in recs]
+        if any(v not in (None, 0) for v in vals):
+            axes[0].plot(ep, [v if v else np.nan for v in vals], label=key.split("/", 1)[1])
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("epoch")
+    axes[0].set_ylabel("training loss")
+    axes[0].set_title("training loss components")
+    axes[0].legend(fontsize=7)
+    val_keys = [k for k in (recs[-1] if recs else {}) if k.endswith("/loss") and not k.startswith("train/")]
+    for key in val_keys:
+        axes[1].plot(ep, [r.get(key, np.nan) for r in recs], label=key)
+        base = key.replace("/loss", "/mean_baseline")
+        if recs and base in recs[-1]:
+            axes[1].plot(ep, [r.get(base, np.nan) for r in recs], ls="--", lw=0.8, label=base)
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylabel("MSE at loss multiples (normalised)")
+    axes[1].set_title("validation (dashed: constant-mean baseline)")
+    axes[1].legend(fontsize=6)
+    for ax in axes:
+        ax.grid(alpha=0.3, which="both")
+    fig.suptitle(title)
+    return _save(fig, path)
