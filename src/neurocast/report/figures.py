@@ -143,14 +143,12 @@ def traces(true: np.ndarray, pred: np.ndarray, labels: Sequence[str], dt: float,
         r2 = 1 - (pred[:, i] - true[:, i]).var() / var if var > 0 else float("nan")
         ax.set_title(f"{labels[i]}  R²={r2:.2f}", fontsize=7)
         ax.tick_params(labelsize=6)
-        if i % cols == 0:
-            ax.set_ylabel("activity", fontsize=7)
-        if i // cols == rows - 1:
-            ax.set_xlabel("time since start (s)", fontsize=7)
     fig.suptitle(title + "   (black: true, orange: roll-out)", fontsize=9)
+    fig.supxlabel("time since the roll-out start (s)", fontsize=8)
+    fig.supylabel("activity (normalised units)", fontsize=8)
     # many panels: a fixed layout (tight_layout costs seconds per figure here)
     height = 1.6 * rows + 0.6
-    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.5 / height, top=1 - 0.45 / height, wspace=0.25, hspace=0.55)
+    fig.subplots_adjust(left=0.07, right=0.99, bottom=0.7 / height, top=1 - 0.45 / height, wspace=0.25, hspace=0.55)
     return _save(fig, path, tight=False)
 
 
