@@ -103,3 +103,24 @@ def test_yaml_errors_and_base_inheritance(tmp_path):
     cfg = load_config(Root, tmp_path / "child.yaml")
     assert (cfg.name, cfg.training.time_units, cfg.training.use_tf32) == ("parent", 20, True)
     assert "time_units: 20" in to_yaml(cfg)
+
+
+def test_config_reference_doc_is_current():
+    """docs/CONFIG.md is generated from the schemas: regenerate with `neurocast config reference > docs/CONFIG.md`."""
+    from pathlib import Path
+
+    from neurocast.config_reference import reference
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "CONFIG.md"
+    assert doc.read_text() == reference(), "docs/CONFIG.md is stale: run `neurocast config reference > docs/CONFIG.md`"
+
+
+def test_presets_load_and_show(run_cli):
+    from neurocast.pipelines.common import PRESETS
+
+    presets = [p for p in PRESETS.rglob("*.yaml") if not p.name.startswith("_")]
+    assert len(presets) >= 6
+    for p in presets:
+        code, out, err = run_cli("config", "show", p)
+        assert code == 0, (p, err)
+        assert "task:" in out

@@ -89,3 +89,14 @@ def test_incomplete_store_is_refused(tmp_path):
     (path / "zarr.json").write_text(json.dumps(meta))
     with pytest.raises(DataError, match="incomplete"):
         open_recording(path)
+
+
+def test_large_lazy_reads_are_assembled_block_by_block(tmp_path, rng, monkeypatch):
+    import neurocast.data.recording as recording
+
+    rec = full_recording(rng, T=1000, N=7)
+    back = open_recording(write_recording(rec, tmp_path / "r.zarr", chunk_steps=64))
+    monkeypatch.setattr(recording, "READ_BLOCK_BYTES", 1000)  # many blocks per read
+    for a, b in [(0, 1000), (3, 997), (130, 131), (64, 640)]:
+        assert np.array_equal(back.read(a, b), rec.read(a, b))
+        assert np.array_equal(back.read_stimulus(a, b), rec.read_stimulus(a, b))

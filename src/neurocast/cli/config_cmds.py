@@ -19,3 +19,15 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
     cfg = load_task_config(args.config, args.overrides)
     sys.stdout.write(to_yaml(cfg))
     return 0
+
+
+def _config_reference_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("task", nargs="?", default=None, help="one task (default: all)")
+
+
+@register("reference", "print the Markdown reference of every config key (docs/CONFIG.md)", _config_reference_args, group="config")
+def _cmd_config_reference(args: argparse.Namespace) -> int:
+    from neurocast.config_reference import reference
+
+    sys.stdout.write(reference(args.task))
+    return 0

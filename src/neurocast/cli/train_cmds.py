@@ -21,7 +21,7 @@ def train_from_config(cfg, run_path=None):
         from neurocast.pipelines.latent import train_latent
 
         return train_latent(cfg, run_path)
-    if task == "forecast":
+    if task in ("forecast", "forecast_compare"):
         from neurocast.pipelines.forecast import train_forecast
 
         return train_forecast(cfg, run_path)
@@ -39,7 +39,7 @@ def resume_run(path):
         from neurocast.pipelines.latent import resume_latent
 
         return resume_latent(run.path)
-    if task == "forecast":
+    if task in ("forecast", "forecast_compare"):
         from neurocast.pipelines.forecast import resume_forecast
 
         return resume_forecast(run.path)

@@ -36,6 +36,31 @@ def _first_nonfinite(arr: np.ndarray) -> tuple[int, tuple[int, ...], float] | No
     return int(bad.sum()), tuple(int(i) for i in idx), float(arr[idx])
 
 
+READ_BLOCK_BYTES = 64 * 2**20
+
+
+def _read_range(arr: Any, t0: int, t1: int) -> np.ndarray:
+    """Frames [t0, t1) as float32; lazy arrays are read block by block into one buffer,
+    so a large range costs its own size in memory, not twice that."""
+    if not _is_lazy(arr):
+        return np.asarray(arr[t0:t1], dtype=np.float32)
+    row_bytes = 4 * int(np.prod(arr.shape[1:]))
+    step = max(1, READ_BLOCK_BYTES // max(row_bytes, 1))
+    chunks = getattr(arr, "chunks", None)
+    if chunks:
+        step = max(chunks[0], step // chunks[0] * chunks[0])
+    if t1 - t0 <= step:
+        return np.asarray(arr[t0:t1], dtype=np.float32)
+    out = np.empty((t1 - t0, *arr.shape[1:]), dtype=np.float32)
+    a = t0
+    while a < t1:
+        # align block ends to the store's chunks so no chunk is decoded twice
+        b = min(t1, (a // step + 1) * step)
+        out[a - t0 : b - t0] = arr[a:b]
+        a = b
+    return out
+
+
 def check_finite(arr: np.ndarray, what: str, *, frame_offset: int = 0, neuron_ids=None) -> None:
     """Raise a DataError saying where the first NaN/Inf of a (T, N) or (T, S) block is."""
     found = _first_nonfinite(arr)
@@ -251,13 +276,13 @@ class Recording:
         """Frames [t0, t1) of a channel (default: primary) as an in-memory float32 array."""
         arr = self.channels[self._channel(channel)]
         t0, t1 = self._range(t0, t1)
-        return np.asarray(arr[t0:t1], dtype=np.float32)
+        return _read_range(arr, t0, t1)
 
     def read_stimulus(self, t0: int = 0, t1: int | None = None) -> np.ndarray | None:
         if self.stimulus is None:
             return None
         t0, t1 = self._range(t0, t1)
-        return np.asarray(self.stimulus[t0:t1], dtype=np.float32)
+        return _read_range(self.stimulus, t0, t1)
 
     def _channel(self, channel: str | None) -> str:
         channel = channel or self.primary

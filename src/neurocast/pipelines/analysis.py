@@ -20,7 +20,7 @@ def analyze(path: str | Path, epochs, horizon=None, starts=None) -> Path:
         if len(results) == 1:
             print_metrics(results[0])
         return folder
-    if task == "forecast":
+    if task in ("forecast", "forecast_compare"):
         from neurocast.pipelines.forecast import analyze_forecast_run
 
         return analyze_forecast_run(run.path, epochs)

@@ -193,6 +193,8 @@ class LatentEval(Section):
 
 
 class LatentExperiment(ExperimentBase):
+    """Latent-dynamics experiment: encoder -> evolver -> decoder trained with `neurocast train`."""
+
     task: Literal["latent"] = "latent"
     data: LatentData
     model: LatentModelConfig = LatentModelConfig()

@@ -47,6 +47,8 @@ class FlyRecordingSpec(Section):
 
 
 class FlySimulationConfig(Section):
+    """Simulated fly visual system dataset (`neurocast simulate`)."""
+
     task: Literal["fly_simulation"] = "fly_simulation"
     name: str = Field(..., min_length=1, description="dataset name (output folder <output_root>/<name>-<hash>)")
     description: str = ""

@@ -1,0 +1,257 @@
+"""POCO: population-conditioned forecasting (after Duan et al. 2025).
+
+A per-unit MLP forecaster whose hidden layer is FiLM-modulated by a per-unit vector read
+out of a Perceiver that summarises the whole recorded population's recent activity.
+
+1. Tokens: each unit's context (C frames) is cut into C / token_length patches; a token is
+   Linear(patch) + u, where u = unit embedding + session embedding + dataset embedding.
+   Token times are the patch starts (0, 16, 32 for C = 48).
+2. Perceiver with rotary time (head dim split into interleaved pairs; half the pairs carry
+   angular frequencies 2 pi / tau_k with periods log-spaced between t_max/1000 and t_max,
+   the other half are not rotated):
+   * encoder: ``latents`` learned vectors at times evenly spaced over [0, C) cross-attend to
+     the window's tokens (queries and keys rotated by their times; values rotated by the
+     key time and the output counter-rotated by the query time, so relative time enters the
+     values too), then a GEGLU feed-forward block;
+   * ``self_attention_layers`` blocks of rotary self-attention + feed-forward among latents
+     (dropout on these residual branches);
+   * decoder: one query per unit, equal to its identity vector u at time C, cross-attends to
+     the latents (rotary on queries and keys, not values), then a feed-forward block.
+   The result is one vector e per (window, unit).
+3. FiLM MLP: h = ReLU(W_in x + b) over the unit's raw context, alpha = W_a e + b_a,
+   beta = W_b e + b_b with W_a, b_a, W_b, b_b zero at initialisation, and
+   y = W_out (alpha * h + beta) + b_out (P frames). At initialisation the forecast is the
+   constant b_out; the MLP learns as the Perceiver learns to open the gate.
+
+All windows of a batch are processed together: a window's tokens are padded to the batch's
+largest session and masked in attention (``scaled_dot_product_attention``), no loops
+over windows. ``conditioning: none`` is the Perceiver-only ablation (a shared linear
+readout of e).
+
+Per-session and per-unit embeddings are the parameters that adapt a trained model to a
+new recording (``extend_sessions`` adds rows for new sessions; ``embedding_names`` lists
+them for test-time training).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neurocast.errors import ConfigError
+from neurocast.models.forecast_base import ForecastBatch, ForecastModel, SessionTable
+from neurocast.schema.forecast import PocoConfig
+
+
+class Rotary(nn.Module):
+    """Rotary time embedding on interleaved pairs; the first half of the pairs rotate."""
+
+    def __init__(self, head_dim: int, t_max: float):
+        super().__init__()
+        pairs = head_dim // 2
+        t_min = t_max / 1000.0
+        k = torch.arange(0, pairs, 2, dtype=torch.float64)  # pairs/2 rotating slots
+        periods = t_min * (t_max / t_min) ** (k / pairs)
+        omega = torch.zeros(pairs, dtype=torch.float64)
+        omega[: k.numel()] = 2 * math.pi / periods
+        self.register_buffer("omega", omega.float(), persistent=False)
+
+    def angles(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin of shape (..., pairs) for times t (...)."""
+        a = t[..., None].float() * self.omega
+        return torch.cos(a), torch.sin(a)
+
+    @staticmethod
+    def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, sign: float = 1.0) -> torch.Tensor:
+        """Rotate pairs (x[..., 2i], x[..., 2i+1]) of x (B, H, N, dh) by +/- angle (cos, sin: (B, N, pairs))."""
+        x2 = x.unflatten(-1, (-1, 2))
+        c, s = cos[:, None, :, :], sin[:, None, :, :] * sign
+        a, b = x2[..., 0], x2[..., 1]
+        return torch.stack((a * c - b * s, a * s + b * c), dim=-1).flatten(-2)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, context_dim: int, heads: int, head_dim: int, rotary: Rotary, rotate_values: bool,
+                 dropout: float = 0.0):
+        super().__init__()
+        inner = heads * head_dim
+        self.heads, self.head_dim = heads, head_dim
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_ctx = nn.LayerNorm(context_dim)
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_k = nn.Linear(context_dim, inner, bias=False)
+        self.to_v = nn.Linear(context_dim, inner, bias=False)
+        self.to_out = nn.Linear(inner, dim)
+        self.rotary = rotary
+        self.rotate_values = rotate_values
+        self.dropout = dropout
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)  # (B, H, N, dh)
+
+    def forward(self, x, ctx, q_time, k_time, key_mask=None):
+        q = self._split(self.to_q(self.norm_q(x)))
+        c = self.norm_ctx(ctx)
+        k, v = self._split(self.to_k(c)), self._split(self.to_v(c))
+        qc, qs = self.rotary.angles(q_time)
+        kc, ks = self.rotary.angles(k_time)
+        q = Rotary.rotate(q, qc, qs)
+        k = Rotary.rotate(k, kc, ks)
+        if self.rotate_values:
+            v = Rotary.rotate(v, kc, ks)
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                             dropout_p=self.dropout if self.training else 0.0)
+        if self.rotate_values:
+            out = Rotary.rotate(out, qc, qs, sign=-1.0)
+        return self.to_out(out.transpose(1, 2).flatten(-2))
+
+
+class GEGLUFeedForward(nn.Module):
+    def __init__(self, dim: int, mult: int, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.proj_in = nn.Linear(dim, 2 * mult * dim)
+        self.drop = nn.Dropout(dropout)
+        self.proj_out = nn.Linear(mult * dim, dim)
+
+    def forward(self, x):
+        a, b = self.proj_in(self.norm(x)).chunk(2, dim=-1)
+        return self.proj_out(self.drop(a * F.gelu(b)))
+
+
+class Perceiver(nn.Module):
+    def __init__(self, cfg: PocoConfig, context: int):
+        super().__init__()
+        d = cfg.hidden
+        self.rotary = Rotary(cfg.head_dim, cfg.rotary_t_max)
+        self.latents = nn.Parameter(torch.randn(cfg.latents, d) * 0.02)
+        self.register_buffer("latent_times", torch.arange(cfg.latents, dtype=torch.float32) * (context / cfg.latents),
+                             persistent=False)
+        self.enc_attn = Attention(d, d, cfg.cross_heads, cfg.head_dim, self.rotary, rotate_values=True)
+        self.enc_ff = GEGLUFeedForward(d, cfg.ffn_mult, cfg.ffn_dropout)
+        self.self_attn = nn.ModuleList(
+            Attention(d, d, cfg.heads, cfg.head_dim, self.rotary, rotate_values=True)
+            for _ in range(cfg.self_attention_layers)
+        )
+        self.self_ff = nn.ModuleList(GEGLUFeedForward(d, cfg.ffn_mult, cfg.ffn_dropout) for _ in range(cfg.self_attention_layers))
+        self.res_drop = nn.Dropout(cfg.residual_dropout)
+        self.dec_attn = Attention(d, d, cfg.cross_heads, cfg.head_dim, self.rotary, rotate_values=False)
+        self.dec_ff = GEGLUFeedForward(d, cfg.ffn_mult, cfg.ffn_dropout)
+        self.context = context
+
+    def forward(self, tokens, token_times, token_mask, queries):
+        """tokens (B, N, d) at token_times (B, N), mask (B, N); queries (B, D, d) -> (B, D, d)."""
+        B = tokens.shape[0]
+        lat = self.latents.expand(B, -1, -1)
+        lt = self.latent_times.expand(B, -1)
+        lat = lat + self.enc_attn(lat, tokens, lt, token_times, token_mask)
+        lat = lat + self.enc_ff(lat)
+        for attn, ff in zip(self.self_attn, self.self_ff):
+            lat = lat + self.res_drop(attn(lat, lat, lt, lt))
+            lat = lat + self.res_drop(ff(lat))
+        qt = torch.full(queries.shape[:2], float(self.context), device=queries.device)
+        out = queries + self.dec_attn(queries, lat, qt, lt)
+        return out + self.dec_ff(out)
+
+
+class POCO(ForecastModel):
+    def __init__(self, sessions: SessionTable, context: int, horizon: int, cfg: PocoConfig):
+        super().__init__(sessions, context, horizon)
+        if context % cfg.token_length:
+            raise ConfigError(f"model.token_length={cfg.token_length} must divide the context ({context} frames)")
+        self.cfg = cfg
+        d = cfg.hidden
+        self.token_length = cfg.token_length
+        self.n_tokens = context // cfg.token_length
+        self.unit_emb = nn.Parameter(torch.randn(sessions.n_units, d) * 0.02)
+        self.session_emb = nn.Parameter(torch.randn(sessions.n_sessions, d) * 0.02)
+        self.dataset_emb = nn.Parameter(torch.randn(sessions.n_datasets, d) * 0.02)
+        self.register_buffer("unit_offsets", torch.as_tensor(sessions.offsets()), persistent=False)
+        self.input_proj = nn.Linear(cfg.token_length, d)
+        self.perceiver = Perceiver(cfg, context)
+        self.film = cfg.conditioning == "film"
+        if self.film:
+            layers = [nn.Linear(context, cfg.conditioning_dim), nn.ReLU()]
+            for _ in range(cfg.conditioning_layers - 1):
+                layers += [nn.Linear(cfg.conditioning_dim, cfg.conditioning_dim), nn.ReLU()]
+            self.mlp_in = nn.Sequential(*layers)
+            self.alpha = nn.Linear(d, cfg.conditioning_dim)
+            self.beta = nn.Linear(d, cfg.conditioning_dim)
+            for lin in (self.alpha, self.beta):
+                nn.init.zeros_(lin.weight)
+                nn.init.zeros_(lin.bias)
+            self.out = nn.Linear(cfg.conditioning_dim, horizon)
+        else:
+            self.readout = nn.Linear(d, horizon)
+
+    # ------------------------------------------------------------------ embeddings
+    embedding_names = ("unit_emb", "session_emb")
+
+    def identity(self, batch: ForecastBatch) -> torch.Tensor:
+        """u (B, D, d) = unit + session + dataset embeddings."""
+        u = self.unit_emb[batch.unit_ids]
+        if self.cfg.session_embedding:
+            u = u + (self.session_emb[batch.session] + self.dataset_emb[batch.dataset])[:, None, :]
+        return u
+
+    def extend_sessions(self, units: list[int], datasets: list[int], init: str = "mean",
+                        generator: torch.Generator | None = None) -> list[int]:
+        """Add embedding rows for new sessions; returns their session indices."""
+        d = self.cfg.hidden
+        dev = self.unit_emb.device
+        n_new = int(sum(units))
+        if init == "mean":
+            new_units = self.unit_emb.detach().mean(0, keepdim=True).expand(n_new, d).clone()
+            new_sess = self.session_emb.detach().mean(0, keepdim=True).expand(len(units), d).clone()
+        elif init == "random":
+            new_units = torch.randn(n_new, d, generator=generator).to(dev) * 0.02
+            new_sess = torch.randn(len(units), d, generator=generator).to(dev) * 0.02
+        else:
+            raise ConfigError(f"embedding init {init!r} is not 'mean' or 'random'")
+        first = self.sessions.n_sessions
+        self.unit_emb = nn.Parameter(torch.cat([self.unit_emb.detach(), new_units]))
+        self.session_emb = nn.Parameter(torch.cat([self.session_emb.detach(), new_sess]))
+        self.sessions = SessionTable(
+            self.sessions.units + list(units), self.sessions.datasets + list(datasets),
+            self.sessions.names + [f"new{i}" for i in range(len(units))], self.sessions.n_datasets,
+        )
+        self.unit_offsets = torch.as_tensor(self.sessions.offsets(), device=dev)
+        return list(range(first, first + len(units)))
+
+    # ------------------------------------------------------------------ forward
+    def condition(self, batch: ForecastBatch) -> torch.Tensor:
+        """The per-unit conditioning vector e (B, D, d)."""
+        x = batch.x  # (B, C, D)
+        B, C, D = x.shape
+        u = self.identity(batch)
+        patches = x.transpose(1, 2).reshape(B, D, self.n_tokens, self.token_length)
+        tokens = self.input_proj(patches) + u[:, :, None, :]  # (B, D, TC, d)
+        tokens = tokens.reshape(B, D * self.n_tokens, -1)
+        times = (torch.arange(self.n_tokens, device=x.device, dtype=torch.float32) * self.token_length).repeat(D)
+        times = times.expand(B, -1)
+        mask = batch.unit_mask[:, :, None].expand(B, D, self.n_tokens).reshape(B, -1)
+        return self.perceiver(tokens, times, mask, u)
+
+    def forward(self, batch: ForecastBatch) -> torch.Tensor:
+        e = self.condition(batch)                       # (B, D, d)
+        if not self.film:
+            return self.readout(e).transpose(1, 2)      # (B, P, D)
+        h = self.mlp_in(batch.x.transpose(1, 2))        # (B, D, H)
+        y = self.out(self.alpha(e) * h + self.beta(e))  # (B, D, P)
+        return y.transpose(1, 2)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def rotary_periods(cfg: PocoConfig) -> np.ndarray:
+    """Rotary periods in frames (for documentation and tests)."""
+    r = Rotary(cfg.head_dim, cfg.rotary_t_max)
+    om = r.omega.numpy()
+    return 2 * np.pi / om[om > 0]

@@ -1,0 +1,322 @@
+"""Multi-session forecasting pipeline: `neurocast train` for task: forecast / forecast_compare.
+
+Run directory layout (every ``seeds/<seed>/`` is itself a complete run directory)::
+
+    <run>/config.yaml  env.json  summary.json  status
+    <run>/seeds/<seed>/{config.yaml, metrics.jsonl, checkpoints/, figures/, summary.json, status}
+    <run>/models/<label>/seeds/<seed>/...       (task: forecast_compare)
+
+After training, each seed's best-validation checkpoint is evaluated on the test split;
+its validation predictions and targets are saved in ``figures/val_predictions.npz``.
+The top-level summary gives, per dataset, the mean and 95% interval over seeds of the
+test score, MSE and MAE.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from neurocast.checkpoints import load_checkpoint, load_model_state, seed_everything
+from neurocast.config import config_hash, to_yaml, validate
+from neurocast.data.forecast_data import Session, prepare_sessions, session_table
+from neurocast.errors import ConfigError, DataError, NeurocastError, RunError
+from neurocast.eval.metrics import mean_ci95
+from neurocast.models.factory import build_forecaster
+from neurocast.pipelines.common import recordings_by_session, resolve_config_path, select_device, setup_torch
+from neurocast.progress import info
+from neurocast.report import forecast_figures
+from neurocast.report.tables import fmt, format_table, markdown_table
+from neurocast.runs import RunDir, write_json
+from neurocast.schema.forecast import ForecastCompare, ForecastData, ForecastExperiment
+from neurocast.train.forecast_task import ForecastTask
+from neurocast.train.loop import Trainer, build_optimizer, graceful_stop
+from neurocast.train.tracking import Tracker
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def dataset_path(data: ForecastData, spec) -> Path:
+    if spec.simulation is not None:
+        from neurocast.config import load_task_config
+        from neurocast.sim import simulate
+
+        return simulate(load_task_config(resolve_config_path(spec.simulation)))
+    p = Path(spec.path).expanduser()
+    if not p.is_absolute() and data.root is not None:
+        p = Path(data.root).expanduser() / p
+    if not p.exists():
+        hint = "" if data.root is not None else " (set --data.root to the folder that holds it)"
+        raise DataError(f"dataset {spec.name!r}: {p} does not exist{hint}")
+    return p
+
+
+def load_forecast_data(data: ForecastData) -> tuple[list[Session], list[str], dict[str, str]]:
+    """(preprocessed sessions, dataset names, resolved dataset paths)."""
+    inputs, paths = [], {}
+    for spec in data.datasets:
+        path = dataset_path(data, spec)
+        paths[spec.name] = str(path.resolve())
+        options = {} if spec.dt is None else {"dt": spec.dt}
+        recs = recordings_by_session(path, format=spec.format, **options) if spec.format else recordings_by_session(path, **options)
+        if spec.sessions is not None:
+            missing = [s for s in spec.sessions if s not in recs]
+            if missing:
+                raise DataError(f"dataset {spec.name!r}: session {missing[0]!r} is not in {path} ({', '.join(recs)})")
+            recs = {k: recs[k] for k in spec.sessions}
+        inputs.append((spec.name, list(recs.values()), spec.resample_dt))
+    sessions = prepare_sessions(inputs, data)
+    return sessions, [d.name for d in data.datasets], paths
+
+
+def resolved_config(cfg, paths: dict[str, str]):
+    """The config with every dataset pointing at the exact folder used."""
+    datasets = [d.model_copy(update={"path": paths[d.name], "simulation": None}) for d in cfg.data.datasets]
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"root": None, "datasets": datasets})})
+
+
+# ---------------------------------------------------------------------------- one model, one seed
+
+
+def _trainer(cfg, task: ForecastTask, run: RunDir) -> tuple[Trainer, Tracker]:
+    tr = cfg.training
+    opt_kwargs = dict(tr.optimizer_kwargs)
+    if tr.weight_decay and "weight_decay" not in opt_kwargs:
+        opt_kwargs["weight_decay"] = tr.weight_decay
+    opt = build_optimizer(tr.optimizer, task.model.parameters(), tr.learning_rate, opt_kwargs)
+    tracker = Tracker(run, cfg.logging, cfg.model_dump(mode="json"))
+    trainer = Trainer(task, opt, run=run, tracker=tracker, config=cfg.model_dump(mode="json"), epochs=task.epochs,
+                      grad_clip=tr.grad_clip, checkpoint_every=tr.save_checkpoint_every,
+                      epoch_label=lambda e: {"train/step_end": min((e + 1) * tr.val_every, tr.max_steps)})
+    return trainer, tracker
+
+
+def build_task(cfg, model_cfg, sessions, names, seed: int, device) -> ForecastTask:
+    seed_everything(seed)
+    table = session_table(sessions, len(names))
+    model = build_forecaster(model_cfg, table, cfg.data.context, cfg.data.horizon)
+    if cfg.training.mode == "standard":
+        cls = ForecastTask
+    else:
+        from neurocast.train.meta_task import MetaTask as cls
+    task = cls(cfg.data, cfg.training, sessions, names, model, device, seed)
+    task.set_weights([d.weight for d in cfg.data.datasets])
+    return task
+
+
+def train_seed(cfg, model_cfg, sessions, names, seed: int, run: RunDir, device, resume: bool = False) -> dict[str, Any]:
+    if cfg.training.mode != "standard" and model_cfg.kind != "poco":
+        raise ConfigError(f"training.mode={cfg.training.mode} adapts embeddings: it needs model.kind poco, not {model_cfg.kind}")
+    task = build_task(cfg, model_cfg, sessions, names, seed, device)
+    trainer, tracker = _trainer(cfg, task, run)
+    latest = run.checkpoints / "latest.pt"
+    if resume and latest.exists():
+        trainer.resume(latest)
+        info(f"{run.path}: resuming after step {trainer.step}")
+    try:
+        with graceful_stop(trainer):
+            summary = trainer.fit()
+    except (KeyboardInterrupt, SystemExit):
+        run.set_status("terminated")
+        raise
+    except NeurocastError:
+        raise
+    except BaseException:
+        run.set_status("failed")
+        raise
+    finally:
+        tracker.close()
+    if trainer.stop_requested:
+        run.set_status("terminated")
+        return {"terminated": True, **summary}
+    result = finish_seed(cfg, task, run, names, summary)
+    run.set_status("complete")
+    return result
+
+
+def finish_seed(cfg, task: ForecastTask, run: RunDir, names: list[str], train_summary: dict[str, Any]) -> dict[str, Any]:
+    """Test on the best-validation checkpoint; figures; validation predictions as arrays."""
+    best = run.checkpoints / "best.pt"
+    ckpt = best if best.exists() else run.checkpoints / "final.pt"
+    state = load_checkpoint(ckpt, map_location=task.device)
+    load_model_state(task.model, state["model"], str(ckpt))
+    test = task.evaluate("test")
+    val = task.evaluate("val", keep=True)
+    preds = val["sessions"].pop("_predictions")
+    np.savez_compressed(
+        run.figures / "val_predictions.npz",
+        **{f"{k.replace('/', '__')}__{field}": v for k, d in preds.items() for field, v in d.items()},
+    )
+    forecast_figures.per_horizon_error(test["sessions"], names, f"test error per horizon step ({ckpt.name})",
+                                       run.figures / "per_horizon_error.png")
+    forecast_figures.session_scores({k: v["score"] for k, v in test["sessions"].items()},
+                                    "test prediction score per session", run.figures / "session_scores.png")
+    first = next(iter(preds))
+    p = preds[first]
+    sess = next(s for s in task.sessions if s.name == first)
+    w = int(np.argmax(np.var(p["target"], axis=(1, 2))))  # an eventful window
+    units = list(np.argsort(-p["target"][w].var(0))[: cfg.eval.trace_units])
+    forecast_figures.forecast_traces(p["context"][w], p["target"][w], p["prediction"][w], [int(u) for u in units],
+                                     sess.dt, f"{first}: validation window at frame {int(p['starts'][w])}",
+                                     run.figures / "forecast_traces.png")
+    strip = lambda ev: {k: v for k, v in ev.items() if k != "sessions"}  # noqa: E731
+    summary = {
+        **train_summary,
+        "checkpoint_tested": ckpt.name,
+        "test": {**strip(test), "sessions": {k: {x: v[x] for x in ("score", "mse", "mae", "copy_mse", "windows")}
+                                             for k, v in test["sessions"].items()}},
+        "val": strip(val),
+        "parameters": int(sum(p.numel() for p in task.model.parameters())),
+    }
+    run.write_summary(summary)
+    return summary
+
+
+# ---------------------------------------------------------------------------- runs
+
+
+def _aggregate_seeds(results: dict[int, dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"seeds": sorted(results), "datasets": {}}
+    done = {s: r for s, r in results.items() if "test" in r}
+    for name in names:
+        entry = {}
+        for metric in ("score", "mse", "mae"):
+            vals = [r["test"]["datasets"][name][metric] for r in done.values() if name in r["test"]["datasets"]]
+            m, h = mean_ci95(vals)
+            entry[metric] = {"mean": m, "ci95": h, "values": vals}
+        out["datasets"][name] = entry
+    for metric in ("score", "mse", "mae"):
+        m, h = mean_ci95([r["test"][metric] for r in done.values()])
+        out[metric] = {"mean": m, "ci95": h}
+    return out
+
+
+def _setup(cfg):
+    tr = cfg.training
+    device = select_device(tr.device)
+    setup_torch(device, threads=tr.num_threads)
+    return device
+
+
+def _run_models(cfg, models: dict[str, Any], run: RunDir, sessions, names, device, resume: bool) -> dict[str, Any]:
+    """Train every (model, seed) into its own run directory; returns aggregated results per model."""
+    yaml_text = run.config_path.read_text()
+    out = {}
+    for label, model_cfg in models.items():
+        base = run.path if label is None else run.path / "models" / label
+        results = {}
+        for seed in cfg.training.seeds:
+            sp = base / "seeds" / str(seed)
+            if resume and (sp / "summary.json").exists() and RunDir(sp).status == "complete":
+                results[seed] = RunDir(sp).read_summary()
+                continue
+            if sp.exists() and resume:
+                seed_run = RunDir(sp)
+            else:
+                seed_run = RunDir.create_at(sp, yaml_text, seed=seed, extra_env={"model": label})
+            info(f"training {label or cfg.model.kind} seed {seed} -> {sp}")
+            results[seed] = train_seed(cfg, model_cfg, sessions, names, seed, seed_run, device, resume=resume)
+        out[label] = {"model": model_cfg.kind, **_aggregate_seeds(results, names)}
+    return out
+
+
+def train_forecast(cfg, run_path: str | Path | None = None) -> RunDir:
+    device = _setup(cfg)
+    sessions, names, paths = load_forecast_data(cfg.data)
+    resolved = resolved_config(cfg, paths)
+    yaml_text = to_yaml(resolved)
+    extra = {"datasets": paths, "task": cfg.task,
+             "sessions": {s.name: {"frames": s.T, "units": s.D, "dt": s.dt, "held_out": s.held_out} for s in sessions}}
+    seed0 = cfg.training.seeds[0]
+    if run_path is None:
+        run = RunDir.create(cfg.runs_dir, cfg.name, yaml_text, config_hash(cfg), seed=seed0, extra_env=extra)
+    else:
+        run = RunDir.create_at(run_path, yaml_text, seed=seed0, extra_env=extra)
+    info(f"run directory: {run.path}")
+    return _complete(cfg, run, sessions, names, device, resume=False)
+
+
+def resume_forecast(run_path: str | Path) -> RunDir:
+    run = RunDir.open(run_path)
+    data = yaml.safe_load(run.config_path.read_text())
+    schema = ForecastCompare if data.get("task") == "forecast_compare" else ForecastExperiment
+    cfg = validate(schema, data, f"config {run.config_path}")
+    if run.status == "complete":
+        raise RunError(f"{run.path} is already complete; start a new run instead")
+    device = _setup(cfg)
+    sessions, names, _ = load_forecast_data(cfg.data)
+    return _complete(cfg, run, sessions, names, device, resume=True)
+
+
+def _complete(cfg, run: RunDir, sessions, names, device, resume: bool) -> RunDir:
+    models = dict(cfg.models) if cfg.task == "forecast_compare" else {None: cfg.model}
+    try:
+        results = _run_models(cfg, models, run, sessions, names, device, resume)
+    except (KeyboardInterrupt, SystemExit):
+        run.set_status("terminated")
+        raise
+    except NeurocastError:
+        run.set_status("failed")
+        raise
+    except BaseException:
+        run.set_status("failed")
+        raise
+    summary = {"task": cfg.task, "experiment": cfg.name, "datasets": names,
+               "sessions": {s.name: {"units": s.D, "frames": s.T, "held_out": s.held_out} for s in sessions}}
+    if cfg.task == "forecast_compare":
+        summary["models"] = {k: v for k, v in results.items()}
+        header, rows = compare_table(results, names)
+        (run.path / "comparison.md").write_text(markdown_table(header, rows) + "\n")
+        print(format_table(header, rows))
+    else:
+        summary.update(results[None])
+        header, rows = compare_table({cfg.model.kind: results[None]}, names)
+        print(format_table(header, rows))
+    terminated = any(
+        (RunDir(p).status == "terminated") for p in run.path.rglob("seeds/*") if (p / "status").exists()
+    )
+    run.write_summary(summary)
+    run.set_status("terminated" if terminated else "complete")
+    return run
+
+
+def compare_table(results: dict[str, dict[str, Any]], names: list[str]) -> tuple[list[str], list[list[str]]]:
+    header = ["model", "dataset", "test score", "test MSE", "test MAE", "seeds"]
+    rows = []
+    for label, r in results.items():
+        for name in names:
+            d = r["datasets"].get(name)
+            if not d:
+                continue
+            s = d["score"]
+            rows.append([label, name, f"{fmt(s['mean'])} ± {fmt(s['ci95'], 2)}", fmt(d["mse"]["mean"]),
+                         fmt(d["mae"]["mean"]), str(len(s["values"]))])
+    return header, rows
+
+
+def analyze_forecast_run(run_path: str | Path, epochs) -> Path:
+    """Re-evaluate every seed's best checkpoint (test split) and refresh its figures."""
+    run = RunDir.open(run_path)
+    data = yaml.safe_load(run.config_path.read_text())
+    schema = ForecastCompare if data.get("task") == "forecast_compare" else ForecastExperiment
+    cfg = validate(schema, data, f"config {run.config_path}")
+    if epochs not in (None, ["best"]):
+        raise ConfigError("forecasting runs are analysed on their best-validation checkpoint (use --epoch best)")
+    device = _setup(cfg)
+    sessions, names, _ = load_forecast_data(cfg.data)
+    models = dict(cfg.models) if cfg.task == "forecast_compare" else {None: cfg.model}
+    for label, model_cfg in models.items():
+        base = run.path if label is None else run.path / "models" / label
+        for seed in cfg.training.seeds:
+            sp = base / "seeds" / str(seed)
+            if not (sp / "checkpoints").exists():
+                continue
+            task = build_task(cfg, model_cfg, sessions, names, seed, device)
+            seed_run = RunDir(sp)
+            finish_seed(cfg, task, seed_run, names, seed_run.read_summary() or {})
+    return run.path

@@ -1,0 +1,214 @@
+"""Config of multi-session forecasting experiments (task: forecast, task: forecast_compare)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from neurocast.config import Section
+from neurocast.schema.common import ExperimentBase
+
+
+# ---------------------------------------------------------------------------- data
+
+
+class DatasetSpec(Section):
+    name: str = Field(..., min_length=1, description="dataset name (prefix of its session ids)")
+    path: str | None = Field(None, description="file or folder of sessions, relative to data.root unless absolute")
+    simulation: str | None = Field(None, description="simulation config to run (or reuse) instead of a path")
+    format: str | None = Field(None, description="force a source (see `neurocast data formats`)")
+    dt: float | None = Field(None, gt=0, description="frame interval for files that do not store it (zebrafish CSV)")
+    resample_dt: float | None = Field(None, gt=0, description="resample every session to this frame interval")
+    sessions: list[str] | None = Field(None, description="only these session ids (default: all in the folder)")
+    weight: float = Field(1.0, gt=0, description="weight of this dataset's loss")
+
+    @model_validator(mode="after")
+    def _source(self):
+        if (self.path is None) == (self.simulation is None):
+            raise ValueError(f"dataset {self.name!r}: give exactly one of path or simulation")
+        return self
+
+
+class FilterSpec(Section):
+    kind: Literal["none", "lowpass", "bandpass", "highpass"] = "none"
+    low_hz: float | None = Field(None, gt=0, description="lower cut-off (bandpass, highpass)")
+    high_hz: float | None = Field(None, gt=0, description="upper cut-off (lowpass, bandpass)")
+    order: int = Field(4, ge=1, le=10)
+    zero_phase: bool = Field(
+        True, description="forward-backward (non-causal) within each split piece; false = causal forward filter"
+    )
+
+
+class ForecastData(Section):
+    root: str | None = Field(None, description="base folder of relative dataset paths")
+    datasets: list[DatasetSpec] = Field(..., min_length=1)
+    context: int = Field(48, ge=1, description="context frames C")
+    horizon: int = Field(16, ge=1, description="forecast frames P")
+    block_length: int = Field(1000, ge=10, description="each session is cut into blocks of this many frames")
+    split: tuple[float, float, float] = Field((0.6, 0.2, 0.2), description="train/val/test fractions inside each block")
+    train_stride: int = Field(1, ge=1)
+    eval_stride: int = Field(1, ge=1)
+    normalization: Literal["zscore", "center", "none"] = Field("zscore", description="per unit, fitted on training frames only")
+    pca_components: int | None = Field(None, ge=1, description="project onto the leading PCs of the training frames")
+    filter: FilterSpec = FilterSpec()
+    downsample: int = Field(1, ge=1, description="temporal downsampling by block averaging (before splitting)")
+    held_out_sessions: list[str] = Field(
+        default_factory=list, description="session ids (dataset/session) never used in training (adaptation targets)"
+    )
+
+    @field_validator("split")
+    @classmethod
+    def _split(cls, v):
+        if any(f < 0 for f in v) or abs(sum(v) - 1) > 1e-6 or v[0] <= 0:
+            raise ValueError(f"split fractions must be >= 0, the train fraction > 0, and sum to 1, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _names(self):
+        names = [d.name for d in self.datasets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"dataset names must be unique, got {names}")
+        return self
+
+
+# ---------------------------------------------------------------------------- models
+
+
+class PocoConfig(Section):
+    """POCO: Perceiver over the whole population conditioning a per-unit FiLM MLP."""
+
+    kind: Literal["poco"] = "poco"
+    token_length: int = Field(16, ge=1, description="frames per token (compression factor); divides the context")
+    hidden: int = Field(128, ge=8, description="Perceiver model dimension d")
+    latents: int = Field(8, ge=1, description="latent tokens")
+    self_attention_layers: int = Field(1, ge=0)
+    heads: int = Field(16, ge=1, description="self-attention heads")
+    head_dim: int = Field(64, ge=2)
+    cross_heads: int = Field(1, ge=1)
+    ffn_mult: int = Field(4, ge=1)
+    rotary_t_max: float = Field(100.0, gt=0, description="longest rotary period (frames); t_min = t_max / 1000")
+    ffn_dropout: float = Field(0.2, ge=0, lt=1)
+    residual_dropout: float = Field(0.4, ge=0, lt=1, description="on the latent self-attention and FFN residuals")
+    conditioning_dim: int = Field(1024, ge=1, description="MLP hidden width (FiLM-modulated)")
+    conditioning_layers: int = Field(1, ge=1)
+    session_embedding: bool = Field(True, description="add session and dataset embeddings to the unit embedding")
+    conditioning: Literal["film", "none"] = Field(
+        "film", description="film = POCO; none = Perceiver-only ablation (POYO: linear readout of the unit vector)"
+    )
+
+    @model_validator(mode="after")
+    def _dims(self):
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim must be even for rotary embeddings, got {self.head_dim}")
+        return self
+
+
+class MLPForecaster(Section):
+    """Population-free ablation: one univariate MLP shared by every unit."""
+
+    kind: Literal["mlp"] = "mlp"
+    hidden: int = Field(1024, ge=1)
+    layers: int = Field(1, ge=1)
+
+
+class NLinearConfig(Section):
+    kind: Literal["nlinear"] = "nlinear"
+
+
+class DLinearConfig(Section):
+    kind: Literal["dlinear"] = "dlinear"
+    kernel: int = Field(25, ge=1, description="moving-average kernel (odd)")
+
+
+class TSMixerConfig(Section):
+    kind: Literal["tsmixer"] = "tsmixer"
+    blocks: int = Field(2, ge=1)
+    ff_dim: int = Field(64, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class GRUConfig(Section):
+    kind: Literal["gru"] = "gru"
+    hidden: int = Field(128, ge=1)
+    layers: int = Field(1, ge=1)
+
+
+ForecastModelConfig = Annotated[
+    Union[PocoConfig, MLPForecaster, NLinearConfig, DLinearConfig, TSMixerConfig, GRUConfig],
+    Field(discriminator="kind"),
+]
+
+
+# ---------------------------------------------------------------------------- training
+
+
+class MetaConfig(Section):
+    """Meta-learning of fast adaptation (training.mode fomaml / e2e_ttt)."""
+
+    inner_lr: float = Field(1e-2, gt=0)
+    inner_steps: int = Field(3, ge=1)
+    meta_batch_size: int = Field(4, ge=1, description="sessions per meta-batch")
+    support_windows: int = Field(32, ge=1, description="support windows per session (earliest in its training part)")
+    query_windows: int = Field(32, ge=1, description="query windows per session (strictly later than the support)")
+    adapt: Literal["embeddings", "all"] = Field("embeddings", description="parameters adapted in the inner loop")
+    activation_checkpointing: bool = Field(False, description="recompute inner-loop activations (saves memory)")
+    accumulation: int = Field(1, ge=1, description="meta-batches per outer update (gradient accumulation)")
+    bf16: bool = Field(False, description="bf16 autocast on CUDA")
+
+
+class ForecastTraining(Section):
+    mode: Literal["standard", "fomaml", "e2e_ttt"] = "standard"
+    max_steps: int = Field(2000, ge=1, description="optimiser steps")
+    batch_size: int = Field(64, ge=1, description="windows per dataset per step")
+    learning_rate: float = Field(3e-4, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    optimizer: str = Field("AdamW", description="any torch.optim class name")
+    optimizer_kwargs: dict[str, float | int | bool | list[float]] = Field(default_factory=lambda: {"amsgrad": True})
+    grad_clip: float = Field(5.0, ge=0)
+    val_every: int = Field(100, ge=1, description="validate (and checkpoint) every N steps")
+    val_windows: int = Field(4096, ge=1, description="validation windows per session at most (evenly spaced)")
+    seeds: list[int] = Field([0], min_length=1, description="one model per seed; tables give mean and 95% interval")
+    save_checkpoint_every: int = Field(0, ge=0, description="keep a checkpoint every N validations (0: latest/best/final)")
+    device: str = "auto"
+    num_threads: int | None = Field(None, ge=1)
+    meta: MetaConfig = MetaConfig()
+
+
+class AdaptationConfig(Section):
+    """Adapting a trained model to a new session (neurocast adapt, and meta-evaluation)."""
+
+    params: Literal["embeddings", "all"] = "embeddings"
+    init: Literal["random", "mean"] = Field("mean", description="new embeddings: random or mean of the trained ones")
+    steps: int = Field(100, ge=0)
+    lr: float = Field(1e-2, gt=0)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    support_windows: int | None = Field(None, ge=1, description="budget in windows from the start of the training part")
+    support_seconds: float | None = Field(None, gt=0, description="budget in seconds of recording")
+    batch_size: int = Field(64, ge=1)
+    eval_every: int = Field(1, ge=1, description="score the query split every N steps")
+
+
+class ForecastEval(Section):
+    trace_units: int = Field(6, ge=1, description="units shown in the trace figure")
+    adaptation: AdaptationConfig = AdaptationConfig()
+
+
+class ForecastExperiment(ExperimentBase):
+    """Multi-session forecasting experiment (POCO or a baseline), trained with `neurocast train`."""
+
+    task: Literal["forecast"] = "forecast"
+    data: ForecastData
+    model: ForecastModelConfig = PocoConfig()
+    training: ForecastTraining = ForecastTraining()
+    eval: ForecastEval = ForecastEval()
+
+
+class ForecastCompare(ExperimentBase):
+    """Several forecasting models on the same data and seeds, one table (`neurocast train`)."""
+
+    task: Literal["forecast_compare"] = "forecast_compare"
+    data: ForecastData
+    models: dict[str, ForecastModelConfig] = Field(..., min_length=1, description="label -> model")
+    training: ForecastTraining = ForecastTraining()
+    eval: ForecastEval = ForecastEval()
