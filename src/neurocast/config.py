@@ -88,7 +88,7 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 
 def to_yaml(model: BaseModel | Mapping[str, Any]) -> str:
     data = model.model_dump(mode="json") if isinstance(model, BaseModel) else dict(model)
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=100)
 
 
 def config_hash(model: BaseModel | Mapping[str, Any], length: int = 6) -> str:

@@ -12,7 +12,8 @@ Task interface (duck-typed)::
     task.start_epoch(epoch)            e.g. freeze modules during a warm-up
     task.batches(epoch) -> iterable    one epoch of batches (task-owned, seeded RNG)
     task.n_batches(epoch) -> int       for the progress bar
-    task.losses(batch, epoch) -> dict  "total" is optimised, the rest logged
+    task.losses(batch, epoch) -> dict  "total" is optimised, the rest logged (a task that ran
+                                       backward itself returns "_grads_ready": True)
     task.batch_samples(batch) -> int
     task.validate(epoch) -> dict       must hold "val/loss" (lower is better)
     task.stop_check(epoch, metrics) -> (stop: bool, message)   optional, early stopping
@@ -158,12 +159,15 @@ class Trainer:
             bar = progress(self.task.batches(epoch), total=self.task.n_batches(epoch),
                            desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch")
             for batch in bar:
+                self.opt.zero_grad(set_to_none=True)
                 losses = self.task.losses(batch, epoch)
+                # a task may run backward itself (gradient accumulation over sub-batches)
+                grads_ready = bool(losses.pop("_grads_ready", False))
                 total = losses["total"]
                 if not torch.isfinite(total):
                     self._diverged(epoch, losses)
-                self.opt.zero_grad(set_to_none=True)
-                total.backward()
+                if not grads_ready:
+                    total.backward()
                 params = [p for p in model.parameters() if p.grad is not None]
                 if self.grad_clip > 0:
                     gnorm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
