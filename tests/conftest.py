@@ -83,3 +83,34 @@ def latent_config(dataset, **training):
         "logging": {"tensorboard": False},
     }
     return cfg
+
+
+TINY_RNN = {
+    "task": "rnn_simulation", "name": "tiny_rnn", "n_units": 60, "n_sessions": 5, "observed_units": 24,
+    "connectivity_noise": 0.3, "duration_s": 60.0, "downsample": 5, "seed": 1,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_rnn(tmp_path_factory):
+    """Five simulated sessions of 24 observed units, 1,200 frames each."""
+    from neurocast.config import load_task_config
+    from neurocast.sim.rnn_sessions import simulate_rnn
+
+    return simulate_rnn(load_task_config(TINY_RNN), tmp_path_factory.mktemp("data") / "tiny_rnn")
+
+
+def forecast_config(dataset, **training):
+    """A small forecasting config (dict) on a dataset folder."""
+    return {
+        "task": "forecast",
+        "name": "test_forecast",
+        "data": {"datasets": [{"name": "rnn", "path": str(dataset)}], "context": 16, "horizon": 4,
+                 "block_length": 600},
+        "model": {"kind": "poco", "token_length": 4, "hidden": 32, "heads": 2, "head_dim": 16,
+                  "conditioning_dim": 64},
+        "training": {"max_steps": 20, "val_every": 10, "batch_size": 16, "val_windows": 32, **training},
+        "eval": {"adaptation": {"steps": 6, "eval_every": 3, "long_steps": 8, "budgets": [10], "query_windows": 32,
+                                "batch_size": 16}},
+        "logging": {"tensorboard": False},
+    }

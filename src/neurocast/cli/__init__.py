@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load_commands() -> None:
     """Import the modules that register commands (cheap: heavy imports happen inside commands)."""
-    from neurocast.cli import analyze_cmds, config_cmds, data_cmds, demo_cmds, sim_cmds, train_cmds  # noqa: F401
+    from neurocast.cli import adapt_cmds, analyze_cmds, config_cmds, data_cmds, demo_cmds, sim_cmds, train_cmds  # noqa: F401
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -43,8 +43,15 @@ def evaluate_sessions(
     keep: bool = False,
     session_index: dict[str, int] | None = None,
     windows: dict[str, np.ndarray] | None = None,
+    fast: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> dict[str, Any]:
-    """Per-session metrics {name: {...}} (+ "_predictions" arrays when keep=True)."""
+    """Per-session metrics {name: {...}} (+ "_predictions" arrays when keep=True).
+
+    ``fast`` maps a session to adapted embeddings: that session is then predicted through
+    ``functional_call`` with local unit ids (see neurocast.train.ttt).
+    """
+    from neurocast.train.ttt import forward_with, localise
+
     was = model.training
     model.eval()
     out: dict[str, Any] = {}
@@ -64,8 +71,12 @@ def evaluate_sessions(
             for i in range(0, starts.size, batch_size):
                 st = starts[i : i + batch_size]
                 picks = np.stack([np.full(st.size, 0), st], axis=1)
-                b = make_batch([s], picks, context, horizon, tensors, unit_offsets, device, session_index)
-                p = model(b)[:, :, : s.D].float()
+                if fast is not None and s.name in fast:
+                    b = localise(make_batch([s], picks, context, horizon, tensors, {s.name: 0}, device, {s.name: 0}))
+                    p = forward_with(model, {k: v.to(device) for k, v in fast[s.name].items()}, b)[:, :, : s.D].float()
+                else:
+                    b = make_batch([s], picks, context, horizon, tensors, unit_offsets, device, session_index)
+                    p = model(b)[:, :, : s.D].float()
                 y = b.y[:, :, : s.D]
                 last = b.x[:, -1:, : s.D]
                 err = p - y

@@ -172,6 +172,10 @@ class POCO(ForecastModel):
         self.session_emb = nn.Parameter(torch.randn(sessions.n_sessions, d) * 0.02)
         self.dataset_emb = nn.Parameter(torch.randn(sessions.n_datasets, d) * 0.02)
         self.register_buffer("unit_offsets", torch.as_tensor(sessions.offsets()), persistent=False)
+        if cfg.learned_init:
+            # meta-learned starting point of a new session's embeddings (test-time training)
+            self.init_unit = nn.Parameter(torch.randn(d) * 0.02)
+            self.init_session = nn.Parameter(torch.randn(d) * 0.02)
         self.input_proj = nn.Linear(cfg.token_length, d)
         self.perceiver = Perceiver(cfg, context)
         self.film = cfg.conditioning == "film"

@@ -96,7 +96,15 @@ def _trainer(cfg, task: ForecastTask, run: RunDir) -> tuple[Trainer, Tracker]:
     return trainer, tracker
 
 
+def model_config_for(cfg, model_cfg):
+    """Meta-training with a learned initialisation needs the init vectors in the model."""
+    if cfg.training.mode != "standard" and model_cfg.kind == "poco" and cfg.training.meta.init == "learned":
+        return model_cfg.model_copy(update={"learned_init": True})
+    return model_cfg
+
+
 def build_task(cfg, model_cfg, sessions, names, seed: int, device) -> ForecastTask:
+    model_cfg = model_config_for(cfg, model_cfg)
     seed_everything(seed)
     table = session_table(sessions, len(names))
     model = build_forecaster(model_cfg, table, cfg.data.context, cfg.data.horizon)
@@ -165,6 +173,7 @@ def finish_seed(cfg, task: ForecastTask, run: RunDir, names: list[str], train_su
                                      sess.dt, f"{first}: validation window at frame {int(p['starts'][w])}",
                                      run.figures / "forecast_traces.png")
     strip = lambda ev: {k: v for k, v in ev.items() if k != "sessions"}  # noqa: E731
+    adaptation = adaptation_protocol(cfg, task, run)
     summary = {
         **train_summary,
         "checkpoint_tested": ckpt.name,
@@ -173,8 +182,55 @@ def finish_seed(cfg, task: ForecastTask, run: RunDir, names: list[str], train_su
         "val": strip(val),
         "parameters": int(sum(p.numel() for p in task.model.parameters())),
     }
+    if adaptation:
+        summary["adaptation"] = adaptation
     run.write_summary(summary)
     return summary
+
+
+def adaptation_protocol(cfg, task: ForecastTask, run: RunDir) -> dict[str, Any] | None:
+    """Few-shot adaptation of the trained model to every held-out session.
+
+    For each budget (support windows, or seconds of recording, from the start of the
+    session's training part): the score curve on later query windows after k = 0..steps
+    adaptation steps, averaged over held-out sessions; steps-to-95% = first step whose mean
+    gain reaches 95% of the gain of long fine-tuning (``long_steps``) with the same budget.
+    """
+    from neurocast.eval.adaptation import adapt_session, mean_curve, steps_to_95
+
+    held = [s for s in task.sessions if s.held_out]
+    if not held or not hasattr(task.model, "embedding_names"):
+        return None
+    ad = cfg.eval.adaptation
+    budgets = [("windows", b) for b in ad.budgets] + [("seconds", b) for b in ad.budget_seconds]
+    out: dict[str, Any] = {"sessions": [s.name for s in held], "params": ad.params, "lr": ad.lr,
+                           "optimizer": ad.optimizer, "budgets": {}}
+    curves = {}
+    for kind, b in budgets:
+        kw = {"support_windows": int(b)} if kind == "windows" else {"support_seconds": float(b)}
+        common = dict(lr=ad.lr, params=ad.params, init=ad.init, optimizer=ad.optimizer,
+                      query_windows=ad.query_windows, batch_size=ad.batch_size, **kw)
+        runs = [adapt_session(task.model, s, task.C, task.P, task.device, steps=ad.steps, eval_every=ad.eval_every,
+                              seed=i, **common) for i, s in enumerate(held)]
+        long = [adapt_session(task.model, s, task.C, task.P, task.device, steps=ad.long_steps,
+                              eval_every=ad.long_steps, seed=i, **common) for i, s in enumerate(held)]
+        steps, mean = mean_curve(runs)
+        long_gain = float(np.mean([r.scores[-1] - r.scores[0] for r in long]))
+        label = f"{b:g} {'windows' if kind == 'windows' else 's'}"
+        curves[label] = (steps, mean)
+        out["budgets"][label] = {
+            "kind": kind, "budget": b, "steps": steps.tolist(), "mean_score": mean.tolist(),
+            "zero_shot_score": float(mean[0]), "adapted_score": float(mean[-1]),
+            "long_finetune_score": float(np.mean([r.scores[-1] for r in long])),
+            "long_finetune_gain": long_gain, "steps_to_95": steps_to_95(mean, steps, long_gain),
+            "pre_adaptation_query_mse": float(np.mean([r.query_mse[0] for r in runs])),
+            "post_adaptation_query_mse": float(np.mean([r.query_mse[-1] for r in runs])),
+            "seconds_per_step": float(np.mean([r.seconds / max(1, ad.steps) for r in runs])),
+            "per_session": [r.summary() for r in runs],
+        }
+    forecast_figures.adaptation_curves(curves, f"adaptation to held-out sessions ({ad.params}, lr {ad.lr:g})",
+                                       run.figures / "adaptation_curves.png")
+    return out
 
 
 # ---------------------------------------------------------------------------- runs

@@ -96,6 +96,9 @@ class PocoConfig(Section):
     conditioning: Literal["film", "none"] = Field(
         "film", description="film = POCO; none = Perceiver-only ablation (POYO: linear readout of the unit vector)"
     )
+    learned_init: bool = Field(
+        False, description="learnable initial embeddings for new sessions (set automatically by meta-training)"
+    )
 
     @model_validator(mode="after")
     def _dims(self):
@@ -152,6 +155,10 @@ class MetaConfig(Section):
     support_windows: int = Field(32, ge=1, description="support windows per session (earliest in its training part)")
     query_windows: int = Field(32, ge=1, description="query windows per session (strictly later than the support)")
     adapt: Literal["embeddings", "all"] = Field("embeddings", description="parameters adapted in the inner loop")
+    init: Literal["learned", "mean", "random"] = Field(
+        "learned", description="inner-loop start for a session's embeddings (learned: meta-learned init vectors)"
+    )
+    val_sessions: int = Field(8, ge=1, description="training sessions adapted for validation (their val split)")
     activation_checkpointing: bool = Field(False, description="recompute inner-loop activations (saves memory)")
     accumulation: int = Field(1, ge=1, description="meta-batches per outer update (gradient accumulation)")
     bf16: bool = Field(False, description="bf16 autocast on CUDA")
@@ -179,7 +186,9 @@ class AdaptationConfig(Section):
     """Adapting a trained model to a new session (neurocast adapt, and meta-evaluation)."""
 
     params: Literal["embeddings", "all"] = "embeddings"
-    init: Literal["random", "mean"] = Field("mean", description="new embeddings: random or mean of the trained ones")
+    init: Literal["auto", "learned", "random", "mean"] = Field(
+        "auto", description="new embeddings: learned (meta-trained models), mean of the trained ones, random; auto picks"
+    )
     steps: int = Field(100, ge=0)
     lr: float = Field(1e-2, gt=0)
     optimizer: Literal["adam", "sgd"] = "adam"
@@ -187,6 +196,10 @@ class AdaptationConfig(Section):
     support_seconds: float | None = Field(None, gt=0, description="budget in seconds of recording")
     batch_size: int = Field(64, ge=1)
     eval_every: int = Field(1, ge=1, description="score the query split every N steps")
+    long_steps: int = Field(300, ge=1, description="long fine-tuning whose gain defines steps-to-95%")
+    budgets: list[int] = Field([10, 50, 100], description="few-shot support budgets (windows) evaluated after training")
+    budget_seconds: list[float] = Field(default_factory=list, description="few-shot budgets in seconds of recording")
+    query_windows: int = Field(512, ge=1, description="query windows (later than the support) scored per session")
 
 
 class ForecastEval(Section):
