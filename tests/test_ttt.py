@@ -174,3 +174,23 @@ def test_standard_training_then_adapt_cli(tiny_rnn, tmp_path, run_cli):
     assert list(folder.glob("adapted_*.pt")) and (folder / "adaptation_curve.png").exists()
     code, out, err = run_cli("adapt", run, "--data", tiny_rnn / "session_04.zarr", "--budget", "0")
     assert code == 2 and "--budget must be >= 1" in err
+
+
+def test_compare_ttt_methods_writes_separate_runs_one_table_and_figure(tiny_rnn, tmp_path):
+    from neurocast.pipelines.ttt_compare import train_ttt_compare
+
+    cfg = forecast_config(tiny_rnn, max_steps=4, val_every=2, seeds=[0, 1],
+                          meta={"support_windows": 8, "query_windows": 8, "meta_batch_size": 2, "inner_steps": 1})
+    cfg.update(task="ttt_compare", name="cmp", runs_dir=str(tmp_path))
+    cfg["data"]["held_out_sessions"] = ["rnn/session_03", "rnn/session_04"]
+    run = train_ttt_compare(load_task_config(cfg))
+    for m in ("standard", "fomaml", "e2e_ttt"):
+        for seed in (0, 1):
+            s = json.loads((run.path / "methods" / m / "seeds" / str(seed) / "summary.json").read_text())
+            assert set(s["adaptation"]["sessions"]) == {"rnn/session_03", "rnn/session_04"}
+    rows = (run.path / "comparison.csv").read_text().strip().splitlines()
+    assert len(rows) == 4 and [r.split(",")[0] for r in rows[1:]] == ["standard", "fomaml", "e2e_ttt"]
+    assert (run.path / "adaptation_curves.png").exists()
+    summary = json.loads((run.path / "summary.json").read_text())
+    assert set(summary["methods"]) == {"standard", "fomaml", "e2e_ttt"}
+    assert summary["methods"]["fomaml"]["10 windows"]["train_seconds_per_step"] > 0

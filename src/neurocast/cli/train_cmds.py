@@ -25,6 +25,10 @@ def train_from_config(cfg, run_path=None):
         from neurocast.pipelines.forecast import train_forecast
 
         return train_forecast(cfg, run_path)
+    if task == "ttt_compare":
+        from neurocast.pipelines.ttt_compare import train_ttt_compare
+
+        return train_ttt_compare(cfg, run_path)
     raise ConfigError(f"task {task!r} cannot be trained (use `neurocast simulate` for simulations)")
 
 

@@ -225,3 +225,18 @@ class ForecastCompare(ExperimentBase):
     models: dict[str, ForecastModelConfig] = Field(..., min_length=1, description="label -> model")
     training: ForecastTraining = ForecastTraining()
     eval: ForecastEval = ForecastEval()
+
+
+class TTTCompare(ForecastExperiment):
+    """Standard training + fine-tuning vs FOMAML vs E2E-TTT on the same held-out sessions."""
+
+    task: Literal["ttt_compare"] = "ttt_compare"
+    methods: list[Literal["standard", "fomaml", "e2e_ttt"]] = Field(
+        ["standard", "fomaml", "e2e_ttt"], min_length=1, description="training modes compared (one run directory each)"
+    )
+
+    @model_validator(mode="after")
+    def _held_out(self):
+        if not self.data.held_out_sessions:
+            raise ValueError("ttt_compare needs data.held_out_sessions (the sessions every method adapts to)")
+        return self

@@ -95,6 +95,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.stopped_early: str | None = None
         self.stop_requested: str | None = None  # set by SIGTERM/SIGUSR2: stop after this epoch
+        self.train_seconds = 0.0  # time spent in optimiser steps (validation excluded)
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> dict[str, Any]:
@@ -186,6 +187,7 @@ class Trainer:
                     sums[k] = sums[k] + v.detach().float().cpu()
             bar.close()
             elapsed = time.perf_counter() - t0
+            self.train_seconds += elapsed
             train = {f"train/{k}": float(v) / max(n_batches, 1) for k, v in sums.items()}
             model.eval()
             tv = time.perf_counter()
@@ -263,6 +265,7 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "stopped_early": self.stopped_early,
             "terminated_by": self.stop_requested,
+            "seconds_per_step": self.train_seconds / self.step if self.step else None,
             "checkpoints": dict(sorted(self.saved.items())),
         }
 

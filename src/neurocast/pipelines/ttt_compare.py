@@ -1,0 +1,113 @@
+"""`compare_ttt_methods`: one forecasting run per training mode, adapted to the same held-out sessions.
+
+    <run>/methods/standard/   a complete forecasting run (seeds/<s>/...)
+    <run>/methods/fomaml/
+    <run>/methods/e2e_ttt/
+    <run>/comparison.md, comparison.csv, adaptation_curves.png, summary.json
+
+For every method, budget and seed the adaptation protocol (eval.adaptation) runs on the
+held-out sessions; the table gives, per method and budget, the zero-shot score, the score
+after ``steps`` adaptation steps, the long fine-tuning score and steps-to-95% (mean and
+95% interval over seeds), and the seconds per meta-training step.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neurocast.config import config_hash, to_yaml
+from neurocast.eval.metrics import mean_ci95
+from neurocast.pipelines.forecast import load_forecast_data, resolved_config, train_forecast
+from neurocast.progress import info
+from neurocast.report import forecast_figures
+from neurocast.report.tables import fmt, format_table, markdown_table
+from neurocast.runs import RunDir
+from neurocast.schema.forecast import ForecastExperiment, TTTCompare
+
+
+def method_config(cfg: TTTCompare, method: str) -> ForecastExperiment:
+    data = cfg.model_dump(mode="json")
+    data.pop("methods")
+    data["task"] = "forecast"
+    data["name"] = f"{cfg.name}_{method}"
+    data["training"]["mode"] = method
+    return ForecastExperiment.model_validate(data)
+
+
+def train_ttt_compare(cfg: TTTCompare, run_path: str | Path | None = None) -> RunDir:
+    _, _, paths = load_forecast_data(cfg.data)  # resolve (and simulate) once, fail early on bad data
+    resolved = resolved_config(cfg, paths)
+    text = to_yaml(resolved)
+    if run_path is None:
+        run = RunDir.create(cfg.runs_dir, cfg.name, text, config_hash(cfg), seed=cfg.training.seeds[0])
+    else:
+        run = RunDir.create_at(run_path, text, seed=cfg.training.seeds[0])
+    info(f"run directory: {run.path}")
+    try:
+        results = {}
+        for method in cfg.methods:
+            info(f"== {method} ==")
+            mcfg = method_config(resolved, method)
+            mrun = train_forecast(mcfg, run.path / "methods" / method)
+            results[method] = collect(mrun)
+        summary = compare(results, run.path)
+    except (KeyboardInterrupt, SystemExit):
+        run.set_status("terminated")
+        raise
+    except BaseException:
+        run.set_status("failed")
+        raise
+    run.write_summary({"task": "ttt_compare", "experiment": cfg.name, **summary})
+    run.set_status("complete")
+    return run
+
+
+def collect(mrun: RunDir) -> dict[int, dict[str, Any]]:
+    """Per seed: the seed summary (with its 'adaptation' section)."""
+    out = {}
+    for sd in sorted((mrun.path / "seeds").iterdir()):
+        s = RunDir(sd).read_summary()
+        if s is not None:
+            out[int(sd.name)] = s
+    return out
+
+
+def compare(results: dict[str, dict[int, dict[str, Any]]], folder: Path) -> dict[str, Any]:
+    header = ["method", "budget", "zero-shot score", "adapted score", "long fine-tune score", "steps to 95%",
+              "s / train step", "seeds"]
+    rows, table, curves = [], {}, {}
+    for method, seeds in results.items():
+        budgets = sorted({b for s in seeds.values() for b in (s.get("adaptation") or {}).get("budgets", {})},
+                         key=lambda b: float(b.split()[0]))
+        secs = [s["seconds_per_step"] for s in seeds.values() if s.get("seconds_per_step") is not None]
+        for b in budgets:
+            per = [s["adaptation"]["budgets"][b] for s in seeds.values() if b in s.get("adaptation", {}).get("budgets", {})]
+            entry = {}
+            for key in ("zero_shot_score", "adapted_score", "long_finetune_score"):
+                m, h = mean_ci95([p[key] for p in per])
+                entry[key] = {"mean": m, "ci95": h}
+            s95 = [p["steps_to_95"] for p in per]
+            reached = [x for x in s95 if x is not None]
+            entry["steps_to_95"] = {"values": s95, "median": float(np.median(reached)) if reached else None}
+            entry["train_seconds_per_step"] = float(np.mean(secs)) if secs else None
+            table.setdefault(method, {})[b] = entry
+            rows.append([method, b, f"{fmt(entry['zero_shot_score']['mean'])} ± {fmt(entry['zero_shot_score']['ci95'], 2)}",
+                         f"{fmt(entry['adapted_score']['mean'])} ± {fmt(entry['adapted_score']['ci95'], 2)}",
+                         f"{fmt(entry['long_finetune_score']['mean'])} ± {fmt(entry['long_finetune_score']['ci95'], 2)}",
+                         "-" if entry["steps_to_95"]["median"] is None else
+                         f"{entry['steps_to_95']['median']:g} ({len(reached)}/{len(s95)} reached)",
+                         fmt(entry["train_seconds_per_step"]), str(len(per))])
+            steps = np.asarray(per[0]["steps"])
+            mean = np.mean([p["mean_score"] for p in per], axis=0)
+            curves[f"{method}, {b}"] = (steps, mean)
+    (folder / "comparison.md").write_text(markdown_table(header, rows) + "\n")
+    with open(folder / "comparison.csv", "w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    forecast_figures.adaptation_curves(curves, "adaptation to held-out sessions: mean over seeds",
+                                       folder / "adaptation_curves.png")
+    print(format_table(header, rows))
+    return {"methods": table}
