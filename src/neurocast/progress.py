@@ -31,3 +31,8 @@ def info(message: str) -> None:
     """A status line on stderr (silent in quiet mode)."""
     if not quiet():
         print(message, file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    """A message on stderr that quiet mode does not silence (failures, skipped work)."""
+    print(message, file=sys.stderr, flush=True)

@@ -41,7 +41,9 @@ def with_overrides(p: argparse.ArgumentParser) -> None:
 
 
 def emit_path(path) -> None:
-    """The last line of stdout of commands that create a run or a store."""
+    """The last line of stdout of commands that create a run or a store (rank 0 only under torchrun)."""
+    if os.environ.get("RANK", "0") != "0":
+        return
     sys.stdout.flush()
     print(str(path), flush=True)
 
@@ -76,7 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load_commands() -> None:
     """Import the modules that register commands (cheap: heavy imports happen inside commands)."""
-    from neurocast.cli import adapt_cmds, analyze_cmds, config_cmds, data_cmds, demo_cmds, sim_cmds, train_cmds  # noqa: F401
+    from neurocast.cli import (  # noqa: F401
+        adapt_cmds,
+        analyze_cmds,
+        config_cmds,
+        data_cmds,
+        demo_cmds,
+        experiment_cmds,
+        sim_cmds,
+        train_cmds,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from neurocast.errors import ConfigError
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", help="experiment config (YAML); not with --resume")
     p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue a run from its latest checkpoint")
+    p.add_argument("--run-dir", default=None, help="train into exactly this (new or empty) directory (sweeps use it)")
     with_overrides(p)
 
 
@@ -63,5 +64,5 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not args.config:
         raise ConfigError("give a config file (or --resume RUN_DIR)")
     cfg = load_task_config(resolve_config_path(args.config), args.overrides)
-    emit_path(train_from_config(cfg).path)
+    emit_path(train_from_config(cfg, args.run_dir).path)
     return 0

@@ -241,13 +241,32 @@ class POCO(ForecastModel):
         mask = batch.unit_mask[:, :, None].expand(B, D, self.n_tokens).reshape(B, -1)
         return self.perceiver(tokens, times, mask, u)
 
+    def _normalise(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-window, per-unit context normalisation (``input_norm``): (x', offset, scale)."""
+        mode = self.cfg.input_norm
+        one = torch.ones_like(x[:, :1, :])
+        if mode == "none":
+            return x, torch.zeros_like(one), one
+        if mode == "last":
+            off = x[:, -1:, :]
+            return x - off, off, one
+        off = x.mean(dim=1, keepdim=True)
+        if mode == "mean":
+            return x - off, off, one
+        scale = x.std(dim=1, keepdim=True).clamp_min(1e-3)
+        return (x - off) / scale, off, scale
+
     def forward(self, batch: ForecastBatch) -> torch.Tensor:
+        x, off, scale = self._normalise(batch.x)
+        if x is not batch.x:
+            batch = ForecastBatch(x, batch.y, batch.unit_mask, batch.session, batch.dataset, batch.unit_ids, batch.starts)
         e = self.condition(batch)                       # (B, D, d)
         if not self.film:
-            return self.readout(e).transpose(1, 2)      # (B, P, D)
-        h = self.mlp_in(batch.x.transpose(1, 2))        # (B, D, H)
-        y = self.out(self.alpha(e) * h + self.beta(e))  # (B, D, P)
-        return y.transpose(1, 2)
+            y = self.readout(e).transpose(1, 2)         # (B, P, D)
+        else:
+            h = self.mlp_in(batch.x.transpose(1, 2))    # (B, D, H)
+            y = self.out(self.alpha(e) * h + self.beta(e)).transpose(1, 2)
+        return y * scale + off
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -78,10 +78,16 @@ def _optimizer(cfg: LatentExperiment, task: LatentTask):
 
 def train_latent(cfg: LatentExperiment, run_path: str | Path | None = None) -> RunDir:
     """Train from scratch into a new run directory (or exactly ``run_path`` for sweeps)."""
+    from neurocast import distributed
+
     tr = cfg.training
-    device = select_device(tr.device)
+    dist = distributed.setup()
+    device = select_device(distributed.device_for(tr.device))
     setup_torch(device, tf32=tr.use_tf32_matmul, threads=tr.num_threads)
     folder, task = build(cfg, device)
+    if not dist.is_main:  # only rank 0 writes; the others train on their share of each batch
+        run = RunDir(distributed.broadcast(None))
+        return _fit(cfg, task, run, resume_from=None)
     # the run's config points at the exact dataset it used (a simulation config file may
     # change later); the simulation config is kept beside it to regenerate the data
     resolved = cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": str(folder.resolve()), "simulation": None})})
@@ -94,6 +100,7 @@ def train_latent(cfg: LatentExperiment, run_path: str | Path | None = None) -> R
     sim_yaml = folder / "simulation.yaml"
     if sim_yaml.is_file():
         (run.path / "simulation.yaml").write_text(sim_yaml.read_text())
+    distributed.broadcast(run.path)
     info(f"run directory: {run.path}")
     return _fit(cfg, task, run, resume_from=None)
 
@@ -120,11 +127,14 @@ def resume_latent(run_path: str | Path) -> RunDir:
 
 
 def _fit(cfg: LatentExperiment, task: LatentTask, run: RunDir, resume_from: Path | None) -> RunDir:
+    from neurocast import distributed
+
     tr = cfg.training
     model = task.model
+    main = distributed.info().is_main
     if tr.compile:
         task.model = torch.compile(model)
-    tracker = Tracker(run, cfg.logging, cfg.model_dump(mode="json"))
+    tracker = Tracker(run, cfg.logging, cfg.model_dump(mode="json"), enabled=main)
     trainer = Trainer(
         task,
         _optimizer(cfg, task),
@@ -144,16 +154,19 @@ def _fit(cfg: LatentExperiment, task: LatentTask, run: RunDir, resume_from: Path
     except NeurocastError:
         raise
     except (KeyboardInterrupt, SystemExit):
-        run.set_status("terminated")
+        if main:
+            run.set_status("terminated")
         raise
     except BaseException:
-        run.set_status("failed")
+        if main:
+            run.set_status("failed")
         raise
     finally:
         tracker.close()
         task.close()
-    run.write_summary(latent_summary(cfg, trainer, summary))
-    run.set_status("terminated" if trainer.stop_requested else "complete")
+    if main:
+        run.write_summary(latent_summary(cfg, trainer, summary))
+        run.set_status("terminated" if trainer.stop_requested else "complete")
     return run
 
 

@@ -96,6 +96,11 @@ class PocoConfig(Section):
     conditioning: Literal["film", "none"] = Field(
         "film", description="film = POCO; none = Perceiver-only ablation (POYO: linear readout of the unit vector)"
     )
+    input_norm: Literal["none", "last", "mean", "mean_std"] = Field(
+        "none",
+        description="per-window, per-unit normalisation of the context, undone on the forecast (none = POCO as "
+        "published; last / mean subtract the last value / the mean; mean_std also divides by the std, as RevIN)",
+    )
     learned_init: bool = Field(
         False, description="learnable initial embeddings for new sessions (set automatically by meta-training)"
     )

@@ -67,6 +67,18 @@ class ForecastTask:
     def batch_samples(self, batch) -> int:
         return int(sum(b.size for b in batch))
 
+    def shard(self, batch):
+        """This process's share of every dataset's global batch (multi-process training)."""
+        from neurocast.distributed import shard_rows
+        from neurocast.models.forecast_base import ForecastBatch
+
+        out = []
+        for b in batch:
+            r = shard_rows(b.size)
+            out.append(ForecastBatch(b.x[r], b.y[r], b.unit_mask[r], b.session[r], b.dataset[r], b.unit_ids[r],
+                                     None if b.starts is None else b.starts[r]))
+        return out
+
     def losses(self, batch, epoch: int) -> dict[str, torch.Tensor]:
         total = torch.zeros((), device=self.device)
         out: dict[str, torch.Tensor] = {}

@@ -211,6 +211,19 @@ class LatentTask:
     def batch_samples(self, batch) -> int:
         return int(batch.x0.shape[0])
 
+    def shard(self, batch):
+        """This process's share of a global batch (multi-process training)."""
+        from dataclasses import fields
+
+        from neurocast.distributed import shard_rows
+
+        rows = shard_rows(int(batch.x0.shape[0]))
+        values = {}
+        for f in fields(batch):
+            v = getattr(batch, f.name)
+            values[f.name] = v if f.name == "steps" or v is None else v[rows]
+        return type(batch)(**values)
+
     def losses(self, batch, epoch: int) -> dict[str, torch.Tensor]:
         loss_name = self.cfg.training.loss_function
         if self.phase(epoch) == "reconstruction_warmup":

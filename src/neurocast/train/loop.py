@@ -73,9 +73,20 @@ class Trainer:
         grad_clip: float = 0.0,
         checkpoint_every: int = 0,
         scheduler=None,
-        is_main: bool = True,
+        is_main: bool | None = None,
         epoch_label=None,
     ):
+        from neurocast import distributed
+
+        self.dist = distributed.info()
+        if is_main is None:
+            is_main = self.dist.is_main
+        self.ddp = None
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.dist.local_rank] if next(task.model.parameters()).is_cuda else None
+            self.ddp = DistributedDataParallel(distributed.LossModule(task), device_ids=ids, find_unused_parameters=True)
         self.task = task
         self.opt = optimizer
         self.scheduler = scheduler
@@ -161,7 +172,11 @@ class Trainer:
                            desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch")
             for batch in bar:
                 self.opt.zero_grad(set_to_none=True)
-                losses = self.task.losses(batch, epoch)
+                if self.ddp is not None:  # each process keeps its share of the global batch
+                    batch = self.task.shard(batch)
+                    losses = self.ddp(batch, epoch)
+                else:
+                    losses = self.task.losses(batch, epoch)
                 # a task may run backward itself (gradient accumulation over sub-batches)
                 grads_ready = bool(losses.pop("_grads_ready", False))
                 total = losses["total"]
@@ -189,6 +204,11 @@ class Trainer:
             elapsed = time.perf_counter() - t0
             self.train_seconds += elapsed
             train = {f"train/{k}": float(v) / max(n_batches, 1) for k, v in sums.items()}
+            if self.dist.enabled:  # the global batch's loss = mean of the processes' shares
+                from neurocast.distributed import mean_over_ranks
+
+                train = {k: mean_over_ranks(v) for k, v in train.items()}
+                samples *= self.dist.world
             model.eval()
             tv = time.perf_counter()
             with torch.no_grad():
