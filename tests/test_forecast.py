@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from conftest import shared
-from neurocast.config import load_task_config
 from neurocast.data import Recording
 from neurocast.data.forecast_data import prepare_sessions, session_table, split_pieces
 from neurocast.errors import DataError

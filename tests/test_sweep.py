@@ -1,7 +1,6 @@
 import json
 from pathlib import Path
 
-import pytest
 import yaml
 
 from conftest import latent_config

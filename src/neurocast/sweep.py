@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from neurocast.config import load_task_config, read_yaml, to_yaml
+from neurocast.config import load_task_config, read_yaml
 from neurocast.errors import ConfigError, NeurocastError, RunError
 from neurocast.executors import neurocast_argv, run_local, submit_lsf, submit_slurm
 from neurocast.pipelines.common import resolve_config_path

@@ -8,7 +8,6 @@ line of standard output; progress and logs go to stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence

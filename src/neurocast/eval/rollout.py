@@ -176,7 +176,6 @@ def evaluate_rollouts(
     acq = windows.acq
     tu = acq.tu
     N = windows.rec.N
-    dev = windows.device
     reencode = tu if kind == "activity" else 0
     mean_pred = windows.norm.apply(windows.norm.data_mean)
     interp_acq = acq if acq.mode != "all" else None

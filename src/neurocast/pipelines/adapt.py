@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
 import yaml
 
 from neurocast.checkpoints import load_checkpoint, load_model_state, save_checkpoint

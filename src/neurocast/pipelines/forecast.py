@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
 
 from neurocast.checkpoints import load_checkpoint, load_model_state, seed_everything
@@ -31,7 +30,7 @@ from neurocast.pipelines.common import recordings_by_session, resolve_config_pat
 from neurocast.progress import info
 from neurocast.report import forecast_figures
 from neurocast.report.tables import fmt, format_table, markdown_table
-from neurocast.runs import RunDir, write_json
+from neurocast.runs import RunDir
 from neurocast.schema.forecast import ForecastCompare, ForecastData, ForecastExperiment
 from neurocast.train.forecast_task import ForecastTask
 from neurocast.train.loop import Trainer, build_optimizer, graceful_stop

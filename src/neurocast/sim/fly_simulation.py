@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neurocast.config import config_hash, to_yaml
-from neurocast.data.store import RecordingWriter, default_chunk_steps, is_store, open_recording
+from neurocast.data.store import RecordingWriter, default_chunk_steps
 from neurocast.errors import DataError
 from neurocast.progress import info, progress
 from neurocast.schema.simulation import FlyRecordingSpec, FlySimulationConfig
+from neurocast.sim.dataset_folder import COMPLETE, dataset_folder, finished_store, mark_complete, open_dataset  # noqa: F401
 from neurocast.sim.fly_dynamics import FlySimulator, resolve_device
 from neurocast.sim.fly_network import FlyNetwork, build_network, hex_to_cartesian
 from neurocast.sim.fly_params import (
@@ -36,21 +36,6 @@ from neurocast.sim.fly_params import (
     scale_gains,
 )
 
-COMPLETE = "COMPLETE"
-
-
-def dataset_folder(cfg: FlySimulationConfig, output: str | Path | None = None) -> Path:
-    if output is not None:
-        return Path(output).expanduser()
-    return Path(cfg.output_root).expanduser() / f"{cfg.name}-{config_hash(_identity(cfg), 8)}"
-
-
-def _identity(cfg: FlySimulationConfig) -> dict:
-    """What determines the simulated numbers (not where they are written, nor the device)."""
-    data = cfg.model_dump(mode="json")
-    for key in ("output_root", "description", "device", "block_steps"):
-        data.pop(key, None)
-    return data
 
 
 def build_model(cfg: FlySimulationConfig) -> tuple[FlyNetwork, FlyParameters]:
@@ -66,41 +51,19 @@ def build_model(cfg: FlySimulationConfig) -> tuple[FlyNetwork, FlyParameters]:
 
 def simulate_fly(cfg: FlySimulationConfig, output: str | Path | None = None) -> Path:
     """Simulate every recording of ``cfg`` (reusing finished ones); returns the dataset folder."""
-    folder = dataset_folder(cfg, output)
-    saved = folder / "simulation.yaml"
-    identity = config_hash(_identity(cfg), 16)
-    if saved.exists():
-        import yaml
-
-        from neurocast.config import validate
-
-        old = validate(FlySimulationConfig, yaml.safe_load(saved.read_text()), f"config {saved}")
-        if config_hash(_identity(old), 16) != identity:
-            raise DataError(
-                f"{folder} holds a different simulation (its simulation.yaml differs from this config); "
-                "choose another --output or delete that folder"
-            )
-        if (folder / COMPLETE).exists():
-            info(f"reusing simulated dataset {folder}")
-            return folder
-    elif folder.exists() and any(folder.iterdir()):
-        raise DataError(f"{folder} exists and is not a simulated dataset; choose another --output")
-    folder.mkdir(parents=True, exist_ok=True)
-    saved.write_text(to_yaml(cfg))
+    folder, complete = open_dataset(cfg, output)
+    if complete:
+        return folder
     net, params = build_model(cfg)
     save_parameters(folder / "parameters.json", net, params)
     device = resolve_device(cfg.device)
     for name, spec in cfg.recordings.items():
         path = folder / f"{name}.zarr"
-        if path.exists() and is_store(path):
-            try:
-                open_recording(path)
-                info(f"{name}: already simulated")
-                continue
-            except DataError:
-                raise DataError(f"{path} is damaged; delete it and run simulate again") from None
+        if finished_store(path):
+            info(f"{name}: already simulated")
+            continue
         simulate_recording(cfg, net, params, name, spec, path, device)
-    (folder / COMPLETE).write_text(identity + "\n")
+    mark_complete(folder, cfg)
     return folder
 
 

@@ -35,15 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from neurocast.config import config_hash, to_yaml, validate
-from neurocast.data.store import RecordingWriter, is_store, open_recording
-from neurocast.errors import ConfigError, DataError
+from neurocast.data.store import RecordingWriter
+from neurocast.errors import DataError
 from neurocast.progress import info, progress
 from neurocast.schema.rnn_simulation import RNNSimulationConfig
+from neurocast.sim.dataset_folder import COMPLETE, dataset_folder, finished_store, mark_complete, open_dataset  # noqa: F401
 
-COMPLETE = "COMPLETE"
 CHANNEL = "activity"
 #: recorded frames simulated (and written) per block
 BLOCK_FRAMES = 512
@@ -52,36 +50,6 @@ NOISE_STEPS = 4096
 
 
 # ---------------------------------------------------------------------------- folder
-
-
-def dataset_folder(cfg: RNNSimulationConfig, output: str | Path | None = None) -> Path:
-    """``output`` if given, else ``<output_root>/<name>-<8-character config hash>``."""
-    if output is not None:
-        return Path(output).expanduser()
-    return Path(cfg.output_root).expanduser() / f"{cfg.name}-{config_hash(_identity(cfg), 8)}"
-
-
-def _identity(cfg: RNNSimulationConfig) -> dict:
-    """What determines the simulated numbers (not where they are written, nor the description)."""
-    data = cfg.model_dump(mode="json")
-    for key in ("output_root", "description"):
-        data.pop(key, None)
-    return data
-
-
-def _saved_identity(saved: Path) -> str | None:
-    """Identity hash of the config in a folder's simulation.yaml (None: not an RNN simulation)."""
-    try:
-        data = yaml.safe_load(saved.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    if not isinstance(data, dict) or data.get("task") != "rnn_simulation":
-        return None
-    try:
-        old = validate(RNNSimulationConfig, data, f"config {saved}")
-    except ConfigError:
-        return None
-    return config_hash(_identity(old), 16)
 
 
 def session_name(cfg: RNNSimulationConfig, index: int) -> str:
@@ -179,40 +147,16 @@ class RNNSimulator:
 # ---------------------------------------------------------------------------- dataset
 
 
-def _finished(path: Path) -> bool:
-    """True when ``path`` is a complete store; a damaged one is an error."""
-    if not (path.exists() and is_store(path)):
-        return False
-    try:
-        open_recording(path)
-    except DataError:
-        raise DataError(f"{path} is damaged; delete it and run simulate again") from None
-    return True
-
-
 def simulate_rnn(cfg: RNNSimulationConfig, output: str | Path | None = None) -> Path:
     """Simulate every session of ``cfg`` (reusing a finished folder); returns the dataset folder."""
-    folder = dataset_folder(cfg, output)
-    saved = folder / "simulation.yaml"
-    identity = config_hash(_identity(cfg), 16)
-    if saved.exists():
-        if _saved_identity(saved) != identity:
-            raise DataError(
-                f"{folder} holds a different simulation (its simulation.yaml differs from this config); "
-                "choose another --output or delete that folder"
-            )
-        if (folder / COMPLETE).exists():
-            info(f"reusing simulated dataset {folder}")
-            return folder
-    elif folder.exists() and any(folder.iterdir()):
-        raise DataError(f"{folder} exists and is not a simulated dataset; choose another --output")
-    folder.mkdir(parents=True, exist_ok=True)
-    saved.write_text(to_yaml(cfg))
+    folder, complete = open_dataset(cfg, output)
+    if complete:
+        return folder
     paths = [folder / f"{session_name(cfg, s)}.zarr" for s in range(cfg.n_sessions)]
-    todo = [s for s, path in enumerate(paths) if not _finished(path)]
+    todo = [s for s, path in enumerate(paths) if not finished_store(path)]
     if todo:
         write_sessions(cfg, paths, todo)
-    (folder / COMPLETE).write_text(identity + "\n")
+    mark_complete(folder, cfg)
     return folder
 
 
