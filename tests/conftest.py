@@ -68,7 +68,7 @@ def latent_config(dataset, **training):
         "name": "test_latent",
         "data": {
             "path": str(dataset),
-            "split": {"train_start": 0, "train_end": 8000, "validation_start": 8000, "validation_end": 10000},
+            "split": {"train_start": 0, "train_end": 4000, "validation_start": 8000, "validation_end": 10000},
             "cross_validation": [{"recording": "cv", "name": "motion"}],
         },
         "model": {
@@ -78,7 +78,7 @@ def latent_config(dataset, **training):
             "evolver": {"num_hidden_units": 64},
             "stimulus_encoder": {"num_hidden_units": 16, "num_output_dims": 8},
         },
-        "training": {"time_units": 5, "evolve_multiple_steps": 2, "epochs": 2, "batch_size": 32,
+        "training": {"time_units": 5, "evolve_multiple_steps": 2, "epochs": 2, "batch_size": 64,
                      "learning_rate": 2e-3, "validation_windows": 64, "seed": 3, **training},
         "logging": {"tensorboard": False},
     }

@@ -13,7 +13,7 @@ from conftest import latent_config
 
 
 def test_two_processes_match_one_process_with_the_same_global_batch(tiny_fly, tmp_path):
-    cfg = latent_config(tiny_fly, epochs=2, batch_size=32, validation_windows=32)
+    cfg = latent_config(tiny_fly, epochs=2, batch_size=64, validation_windows=32)
     cfg["data"]["cross_validation"] = []
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))

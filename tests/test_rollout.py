@@ -74,7 +74,7 @@ def test_analysis_of_an_epoch_loads_that_epochs_weights(tiny_fly, tmp_path, run_
 
     cfg = load_task_config(latent_config(tiny_fly), [
         "--training.epochs", "4", "--training.save-checkpoint-every-n-epochs", "2", "--runs-dir", str(tmp_path),
-        "--eval.horizon", "200", "--eval.n-starts", "3",
+        "--eval.horizon", "100", "--eval.n-starts", "3", "--eval.rollouts", "latent",
     ])
     run = train_latent(cfg)
     an = LatentAnalysis(run.path)
@@ -92,7 +92,7 @@ def test_analysis_of_an_epoch_loads_that_epochs_weights(tiny_fly, tmp_path, run_
     assert out.strip().splitlines()[-1] == str(run.path / "analysis")
     m2 = json.loads((run.path / "analysis" / "epoch_0002" / "metrics.json").read_text())
     m4 = json.loads((run.path / "analysis" / "epoch_0004" / "metrics.json").read_text())
-    assert (m2["epoch"], m4["epoch"]) == (2, 4) and m2["horizon"] == 200
+    assert (m2["epoch"], m4["epoch"]) == (2, 4) and m2["horizon"] == 100
     assert m2["rollouts"]["val"]["latent"]["mse_overall"] != m4["rollouts"]["val"]["latent"]["mse_overall"]
     rows = (run.path / "analysis" / "epochs.csv").read_text().strip().splitlines()
     assert len(rows) == 3 and rows[1].startswith("2,") and rows[2].startswith("4,")

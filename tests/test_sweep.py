@@ -128,3 +128,19 @@ def test_experiments_and_run_by_name(tmp_path, run_cli, tiny_fly, monkeypatch):
     assert Path(out.strip().splitlines()[-1]).parent == tmp_path / "runs" / "my_exp"
     code, out, err = run_cli("run", "latent_20stp")
     assert code == 2 and "did you mean 'latent_20step'" in err
+
+
+def test_analysis_fans_out_over_a_sweep(tiny_fly, tmp_path, run_cli):
+    exp = _config(tmp_path, tiny_fly)
+    code, out, err = run_cli("sweep", exp, "--grid", "training.learning_rate=0.001,0.002",
+                             "--runs-dir", tmp_path / "runs", "--name", "an", "--training.save-checkpoint-every-n-epochs", "1")
+    assert code == 0, err
+    folder = Path(out.strip().splitlines()[-1])
+    code, out, err = run_cli("analyze", folder, "--epochs", "1,final", "--horizon", "40", "--starts", "2", "--jobs", "2")
+    assert code == 0, err
+    for trial in (folder / "trials").iterdir():
+        assert (trial / "analysis" / "epoch_0001" / "metrics.json").exists()
+        assert (trial / "analysis" / "final" / "metrics.json").exists()
+        assert (trial / "analysis" / "epochs.csv").exists()
+    code, out, err = run_cli("analyze", folder, "--epoch", "final", "--executor", "lsf", "--dry-run")
+    assert code == 0 and "#BSUB" in out and out.count(" analyze ") >= 2

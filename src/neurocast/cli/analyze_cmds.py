@@ -35,6 +35,10 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", default=None, help="several epochs, e.g. 25,50,75,100: also writes a table")
     p.add_argument("--horizon", type=int, default=None, help="roll-out steps (default from the run's config)")
     p.add_argument("--starts", type=int, default=None, help="roll-out start points (default from the config)")
+    p.add_argument("--jobs", type=int, default=1, help="sweep folders: trials analysed at once (local)")
+    p.add_argument("--executor", choices=["local", "slurm", "lsf"], default=None,
+                   help="sweep folders: where the analyses run (default: the sweep's own executor)")
+    p.add_argument("--dry-run", action="store_true", help="sweep folders: print the analysis commands only")
 
 
 @register("analyze", "roll-out analysis of a run's saved epochs; writes analysis/<epoch>/", _analyze_args)
@@ -48,5 +52,17 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     epochs = _epochs(args.epochs) if args.epochs else ([args.epoch] if args.epoch is not None else None)
     if epochs is not None:
         epochs = [e if e in NAMED else _int(str(e)) for e in epochs]
+    from neurocast.sweep import analyze_sweep, is_sweep
+
+    if is_sweep(args.run_dir):
+        if args.jobs < 1:
+            raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+        extra = []
+        for flag, value in (("--epoch", args.epoch), ("--epochs", args.epochs), ("--horizon", args.horizon),
+                            ("--starts", args.starts)):
+            if value is not None:
+                extra += [flag, str(value)]
+        emit_path(analyze_sweep(args.run_dir, extra, args.executor, args.jobs, args.dry_run))
+        return 0
     emit_path(analyze(args.run_dir, epochs, args.horizon, args.starts))
     return 0

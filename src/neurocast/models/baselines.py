@@ -39,7 +39,9 @@ largest session, x[c, d] the context of one window.
 * **GRUForecaster**: a per-session input map of every frame (D_s units -> hidden,
   W_in (S, D_max, H), b_in (S, H)), a shared ``torch.nn.GRU`` over the C frames and a
   per-session direct multi-step readout of its last hidden state h,
-  ``y = W_out[s] h + b_out[s]`` with W_out (S, H, P * D_max), b_out (S, P * D_max).
+  ``y = W_out[s] h + b_out[s]`` with W_out (S, H, P * D_max), b_out (S, P * D_max); with
+  ``residual`` (default) that is the change from the last context frame, which keeps the
+  forecast at the current level when recordings drift (raw values otherwise).
 
 Per-session matrices are applied with :func:`session_matmul`: the batch's windows are
 grouped by session (sort, no Python loop) and each group is multiplied by its session's
@@ -263,6 +265,7 @@ class GRUForecaster(ForecastModel):
         self.gru = nn.GRU(H, H, num_layers=cfg.layers, batch_first=True)
         self.w_out = session_uniform(S, H, horizon * D, fan_in=H)
         self.b_out = nn.Parameter(torch.zeros(S, horizon * D))
+        self.residual = cfg.residual
 
     def forward(self, batch: ForecastBatch) -> torch.Tensor:
         B, _, D = batch.x.shape
@@ -272,7 +275,10 @@ class GRUForecaster(ForecastModel):
         _, h_n = self.gru(z)
         last = h_n[-1][:, None, :]                                            # (B, 1, H)
         y = session_matmul(last, self.w_out, s)[:, 0] + self.b_out[s]         # (B, P * D_max)
-        return fit_units(y.reshape(B, self.horizon, self.sessions.max_units), D)
+        y = fit_units(y.reshape(B, self.horizon, self.sessions.max_units), D)
+        if self.residual:  # forecast the change from the last observed frame
+            y = y + masked_input(batch)[:, -1:, :]
+        return y
 
 
 # ---------------------------------------------------------------------------- factory

@@ -140,6 +140,7 @@ class GRUConfig(Section):
     kind: Literal["gru"] = "gru"
     hidden: int = Field(128, ge=1)
     layers: int = Field(1, ge=1)
+    residual: bool = Field(True, description="forecast the change from the last context frame (false: raw values)")
 
 
 ForecastModelConfig = Annotated[
