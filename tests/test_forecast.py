@@ -120,6 +120,27 @@ def test_poco_mixes_session_sizes_in_one_batch_without_padding_effects():
                                out[mixed.unit_mask[:, None, :].expand_as(out)], rtol=1e-5, atol=1e-6)
 
 
+def test_poco_folded_film_equals_the_written_formula_with_the_same_gradients():
+    torch.manual_seed(0)
+    table = SessionTable([5, 9], [0, 0])
+    model = POCO(table, 16, 4, PocoConfig(token_length=4, hidden=32, heads=2, head_dim=16, conditioning_dim=64)).eval()
+    with torch.no_grad():
+        for lin in (model.alpha, model.beta):
+            lin.weight.normal_(0, 0.1)
+            lin.bias.normal_(0, 0.1)
+    b = _batch(table, torch.tensor([0, 1, 1]), D=9)
+    e = model.condition(b)
+    h = model.mlp_in(b.x.transpose(1, 2))
+    written = model.out(model.alpha(e) * h + model.beta(e)).transpose(1, 2)
+    params = [model.beta.weight, model.beta.bias, model.out.weight, model.alpha.weight]
+    g_written = torch.autograd.grad(written.square().sum(), params)
+    folded = model(b)
+    g_folded = torch.autograd.grad(folded.square().sum(), params)
+    torch.testing.assert_close(folded, written, rtol=1e-5, atol=1e-6)
+    for a, c in zip(g_folded, g_written):
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-6)
+
+
 def test_poco_initial_forecast_is_constant_and_training_lowers_the_loss():
     torch.manual_seed(0)
     table = SessionTable([5, 9], [0, 0])
