@@ -17,6 +17,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def _log_axes(ax, xlabel: str, ylabel: str, title: str, legend_loc: str = "best", xlog: bool = False) -> None:
+    """Log-scale axes with labels, title, a small legend and a light grid (every MSE figure)."""
+    if xlog:
+        ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc=legend_loc)
+    ax.grid(alpha=0.3, which="both")
+
+
 def _save(fig, path: str | Path, tight: bool = True) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,12 +72,7 @@ def rollout_mse(results: dict, window: int, time_units: int, title: str, path: s
                         label=f"linear interpolation of observations every {time_units} (interval mean)")
         ax.axhline(r.data_variance, color="red", lw=0.8, alpha=0.6, label="data variance (stable-horizon limit)")
     ax.axvline(window, color="green", lw=1, alpha=0.7, label=f"training window ({window} steps)")
-    ax.set_yscale("log")
-    ax.set_xlabel("steps since roll-out start")
-    ax.set_ylabel("MSE (normalised units)")
-    ax.set_title(title)
-    ax.legend(fontsize=7, loc="lower right")
-    ax.grid(alpha=0.3, which="both")
+    _log_axes(ax, "steps since roll-out start", "MSE (normalised units)", title, "lower right")
     return _save(fig, path)
 
 
@@ -85,12 +92,7 @@ def rollout_mse_zoom(results: dict, window: int, time_units: int, title: str, pa
     if r.interpolation is not None:
         ax.plot(steps, r.interpolation.mean(0)[:n], color="gray", ls=":", lw=1.2, label="linear interpolation")
     ax.axvline(window, color="green", lw=1, alpha=0.7, label="end of training window")
-    ax.set_yscale("log")
-    ax.set_xlabel("steps since roll-out start (markers: observation points)")
-    ax.set_ylabel("MSE (normalised units)")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3, which="both")
+    _log_axes(ax, "steps since roll-out start (markers: observation points)", "MSE (normalised units)", title)
     return _save(fig, path)
 
 
@@ -115,13 +117,8 @@ def variance_scatter(var_true: np.ndarray, var_err: np.ndarray, cell_types: np.n
     lo = float(np.nanmin(np.concatenate([var_true[ok], var_err[ok]]))) if ok.any() else 1e-6
     hi = float(np.nanmax(np.concatenate([var_true[ok], var_err[ok]]))) if ok.any() else 1.0
     ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="unexplained = total (no better than the mean)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("total variance of the true trace")
-    ax.set_ylabel("unexplained variance (variance of the roll-out error)")
-    ax.set_title(title)
-    ax.legend(fontsize=7, loc="upper left")
-    ax.grid(alpha=0.3, which="both")
+    _log_axes(ax, "total variance of the true trace", "unexplained variance (variance of the roll-out error)", title,
+              "upper left", xlog=True)
     return _save(fig, path)
 
 
