@@ -194,3 +194,18 @@ def test_compare_ttt_methods_writes_separate_runs_one_table_and_figure(tiny_rnn,
     summary = json.loads((run.path / "summary.json").read_text())
     assert set(summary["methods"]) == {"standard", "fomaml", "e2e_ttt"}
     assert summary["methods"]["fomaml"]["10 windows"]["train_seconds_per_step"] > 0
+
+
+@pytest.mark.parametrize("mode", ["fomaml", "e2e_ttt"])
+def test_activation_checkpointing_gives_the_same_outer_gradient(tiny_rnn, mode):
+    grads = []
+    for ckpt in (False, True):
+        cfg, task = _meta_task(tiny_rnn, mode, activation_checkpointing=ckpt)
+        task.model.eval()  # no dropout: both runs must compute the same function
+        batch = next(iter(task.batches(0)))
+        task.model.zero_grad()
+        task.losses(batch, 0)["total"].backward()  # outside any caller's attention-kernel context
+        grads.append({n: p.grad.clone() for n, p in task.model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-4, atol=1e-7)

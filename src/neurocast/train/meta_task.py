@@ -39,7 +39,6 @@ from neurocast.eval.adaptation import adapt_session
 from neurocast.train.forecast_task import ForecastTask
 from neurocast.train.ttt import (
     adaptable,
-    double_backward_attention,
     fast_init,
     forward_with,
     inner_loop,
@@ -116,9 +115,10 @@ class MetaTask(ForecastTask):
     def session_meta_loss(self, s: Session, support, query) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(query loss after the inner loop, first support loss, last support loss) for one session."""
         fast = adaptable(self.model, fast_init(self.model, s.D, self.meta.init), self.meta.adapt)
-        with self._autocast(), double_backward_attention(self.second_order):
+        with self._autocast():
             fast, inner = inner_loop(self.model, fast, support, self.meta.inner_steps, self.meta.inner_lr,
                                      create_graph=self.second_order, checkpointed=self.meta.activation_checkpointing)
+            # the query forward is differentiated once (only the inner steps twice): any kernel
             q = masked_mse(forward_with(self.model, fast, query, self.meta.activation_checkpointing).float(),
                            query.y, query.unit_mask)
         return q, inner[0].detach(), inner[-1].detach()

@@ -69,10 +69,23 @@ def fast_init(model, n_units: int, init: str, generator: torch.Generator | None 
     raise ConfigError(f"embedding init {init!r} is not one of learned, mean, random")
 
 
-def forward_with(model, params: dict[str, torch.Tensor], batch: ForecastBatch, checkpointed: bool = False):
+def forward_with(model, params: dict[str, torch.Tensor], batch: ForecastBatch, checkpointed: bool = False,
+                 second_order: bool = False):
+    """``model(batch)`` with ``params`` in place of the model's own tensors.
+
+    ``second_order`` selects the attention kernel that has a second derivative. It is
+    chosen inside the (possibly checkpointed) function, so that the recomputation in the
+    backward pass, which runs outside any caller's context, uses the same kernel as the
+    forward pass did (otherwise the saved tensors differ and checkpointing fails).
+    """
+
+    def run(p, b):
+        with double_backward_attention(second_order):
+            return functional_call(model, p, (b,))
+
     if checkpointed:
-        return checkpoint(lambda p, b: functional_call(model, p, (b,)), params, batch, use_reentrant=False)
-    return functional_call(model, params, (batch,))
+        return checkpoint(run, params, batch, use_reentrant=False)
+    return run(params, batch)
 
 
 def inner_loop(
@@ -88,7 +101,7 @@ def inner_loop(
     """``steps`` gradient steps on ``fast`` with the support batch; returns (fast', support losses)."""
     losses = []
     for _ in range(steps):
-        pred = forward_with(model, fast, support, checkpointed)
+        pred = forward_with(model, fast, support, checkpointed, second_order=create_graph)
         loss = loss_fn(pred, support.y, support.unit_mask)
         names = [k for k, v in fast.items() if v.requires_grad]
         grads = torch.autograd.grad(loss, [fast[k] for k in names], create_graph=create_graph, allow_unused=True)
