@@ -2,6 +2,7 @@
 
     python benchmarks/ttt.py [--data ../shared/data] [--seeds 0 1 2] [--steps 150]
     python benchmarks/ttt.py --cost-only
+    python benchmarks/ttt.py --jobs 3      # the three folds at once, one torch thread each
 
 Leave-2-out with rotation: the six sessions (sorted) form three folds of two held-out
 sessions. For every fold, ``compare_ttt_methods`` trains standard, FOMAML and E2E-TTT
@@ -20,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +38,8 @@ SESSIONS = ["2022-01-16-01", "2022-07-26-31", "2022-07-26-38", "2022-07-27-31", 
 MODEL = {"kind": "poco", "hidden": 64, "heads": 4, "head_dim": 32, "conditioning_dim": 256, "input_norm": "mean"}
 
 
-def config(data: Path, held: list[str], seeds: list[int], steps: int, adapt_steps: int) -> dict:
+def config(data: Path, held: list[str], seeds: list[int], steps: int, adapt_steps: int,
+           threads: int | None = None) -> dict:
     return {
         "base": str(ROOT / "configs" / "_poco_common.yaml"),
         "task": "ttt_compare",
@@ -45,7 +49,7 @@ def config(data: Path, held: list[str], seeds: list[int], steps: int, adapt_step
                  "held_out_sessions": [f"celegans/{s}" for s in held]},
         "model": MODEL,
         "training": {"max_steps": steps, "val_every": max(25, steps // 4), "val_windows": 256, "seeds": seeds,
-                     "learning_rate": 1e-3,
+                     "learning_rate": 1e-3, "num_threads": threads,
                      "meta": {"inner_lr": 1.0, "inner_steps": 3, "meta_batch_size": 4, "support_windows": 16,
                               "query_windows": 16, "val_sessions": 4}},
         "eval": {"adaptation": {"steps": adapt_steps, "lr": 0.05, "eval_every": 5, "long_steps": 3 * adapt_steps,
@@ -54,13 +58,15 @@ def config(data: Path, held: list[str], seeds: list[int], steps: int, adapt_step
     }
 
 
-def run_fold(data: Path, held: list[str], seeds: list[int], steps: int, adapt_steps: int, tmp: Path) -> dict:
+def run_fold(data: Path, held: list[str], seeds: list[int], steps: int, adapt_steps: int, tmp: Path,
+             threads: int | None = None) -> dict:
     import yaml
 
-    path = tmp / f"fold_{'_'.join(held)}.yaml"
-    path.write_text(yaml.safe_dump(config(data, held, seeds, steps, adapt_steps)))
-    out = subprocess.run([sys.executable, "-m", "neurocast", "--quiet", "train", str(path), "--runs-dir", str(tmp / "runs")],
-                         capture_output=True, text=True)
+    name = f"fold_{'_'.join(held)}"
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config(data, held, seeds, steps, adapt_steps, threads)))
+    out = subprocess.run([sys.executable, "-m", "neurocast", "--quiet", "train", str(path), "--runs-dir",
+                          str(tmp / f"runs_{name}")], capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(out.stderr[-4000:])
     run = Path(out.stdout.strip().splitlines()[-1])
@@ -146,6 +152,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--adapt-steps", type=int, default=40)
     ap.add_argument("--cost-only", action="store_true")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="folds trained at once (separate processes), each with cpu_count // jobs torch threads")
     args = ap.parse_args()
     data = Path(args.data)
     if not (data / "celegans_flavell").is_dir():
@@ -154,11 +162,15 @@ def main() -> None:
     if not args.cost_only:
         t0 = time.perf_counter()
         results = {}
-        with tempfile.TemporaryDirectory() as tmp:
+        threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
+        with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max(1, args.jobs)) as pool:
+            folds = {}
             for k in range(3):
                 held = SESSIONS[2 * k : 2 * k + 2]
                 print(f"fold {k + 1}/3: held out {held}", flush=True)
-                for (m, s), v in run_fold(data, held, args.seeds, args.steps, args.adapt_steps, Path(tmp)).items():
+                folds[k] = pool.submit(run_fold, data, held, args.seeds, args.steps, args.adapt_steps, Path(tmp), threads)
+            for k, fut in folds.items():
+                for (m, s), v in fut.result().items():
                     results[(m, s, k)] = v
         table, md = aggregate(results)
         res.update({"folds": [SESSIONS[2 * k : 2 * k + 2] for k in range(3)], "seeds": args.seeds,
