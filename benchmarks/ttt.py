@@ -152,13 +152,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--adapt-steps", type=int, default=40)
     ap.add_argument("--cost-only", action="store_true")
+    ap.add_argument("--no-cost", action="store_true",
+                    help="skip the time/memory measurement (take it with --cost-only on a quiet machine)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="folds trained at once (separate processes), each with cpu_count // jobs torch threads")
     args = ap.parse_args()
     data = Path(args.data)
     if not (data / "celegans_flavell").is_dir():
         raise SystemExit(f"{data}/celegans_flavell not found (--data)")
-    res = {"cost": cost(data)}
+    res = {} if args.no_cost else {"cost": cost(data)}
     if not args.cost_only:
         t0 = time.perf_counter()
         results = {}
