@@ -52,7 +52,10 @@ def config(data: Path, held: list[str], seeds: list[int], steps: int, adapt_step
                      "learning_rate": 1e-3, "num_threads": threads,
                      "meta": {"inner_lr": 1.0, "inner_steps": 3, "meta_batch_size": 4, "support_windows": 16,
                               "query_windows": 16, "val_sessions": 4}},
-        "eval": {"adaptation": {"steps": adapt_steps, "lr": 0.05, "eval_every": 5, "long_steps": 3 * adapt_steps,
+        # every method adapts as the meta inner loop does (SGD at inner_lr): the setting the
+        # meta-learned initialisation was trained for, and the same for the standard model
+        "eval": {"adaptation": {"steps": adapt_steps, "lr": 1.0, "optimizer": "sgd", "eval_every": 5,
+                                "long_steps": 3 * adapt_steps,
                                 "budgets": [10, 50, 100], "query_windows": 128}},
         "logging": {"tensorboard": False},
     }
