@@ -43,3 +43,19 @@ def test_create_at_never_overwrites(tmp_path):
         RunDir.create_at(tmp_path / "trial", "a: 2\n")
     with pytest.raises(RunError, match="not a run directory"):
         RunDir.open(tmp_path)
+
+
+def test_status_on_error_marks_failed_or_terminated_and_reraises(tmp_path):
+    import pytest
+
+    for exc, status in ((ValueError("boom"), "failed"), (KeyboardInterrupt(), "terminated"), (SystemExit(1), "terminated")):
+        run = RunDir.create(tmp_path, type(exc).__name__, "x: 1\n", "000000")
+        run.set_status("running")
+        with pytest.raises(type(exc)), run.status_on_error():
+            raise exc
+        assert run.status == status
+    quiet = RunDir.create(tmp_path, "rank1", "x: 1\n", "000000")
+    quiet.set_status("running")
+    with pytest.raises(ValueError), quiet.status_on_error(enabled=False):
+        raise ValueError("other rank")
+    assert quiet.status == "running"

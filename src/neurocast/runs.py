@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -259,6 +260,21 @@ class RunDir:
         tmp = self.path / ".status.tmp"
         tmp.write_text(status + "\n")
         os.replace(tmp, self.path / "status")
+
+    @contextmanager
+    def status_on_error(self, enabled: bool = True):
+        """Inside: Ctrl-C / SystemExit marks the run 'terminated', any other exception 'failed'
+        (then re-raised). ``enabled=False`` (non-zero DDP ranks) leaves the status alone."""
+        try:
+            yield
+        except (KeyboardInterrupt, SystemExit):
+            if enabled:
+                self.set_status("terminated")
+            raise
+        except BaseException:
+            if enabled:
+                self.set_status("failed")
+            raise
 
     @property
     def status(self) -> str | None:

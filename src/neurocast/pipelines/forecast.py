@@ -23,7 +23,7 @@ import yaml
 from neurocast.checkpoints import load_checkpoint, load_model_state, seed_everything
 from neurocast.config import config_hash, to_yaml, validate
 from neurocast.data.forecast_data import Session, prepare_sessions, session_table
-from neurocast.errors import ConfigError, DataError, NeurocastError, RunError
+from neurocast.errors import ConfigError, DataError, RunError
 from neurocast.eval.metrics import mean_ci95
 from neurocast.models.factory import build_forecaster
 from neurocast.pipelines.common import recordings_by_session, resolve_config_path, select_device, setup_torch
@@ -126,16 +126,8 @@ def train_seed(cfg, model_cfg, sessions, names, seed: int, run: RunDir, device, 
         trainer.resume(latest)
         info(f"{run.path}: resuming after step {trainer.step}")
     try:
-        with graceful_stop(trainer):
+        with run.status_on_error(), graceful_stop(trainer):
             summary = trainer.fit()
-    except (KeyboardInterrupt, SystemExit):
-        run.set_status("terminated")
-        raise
-    except NeurocastError:
-        raise
-    except BaseException:
-        run.set_status("failed")
-        raise
     finally:
         tracker.close()
     if trainer.stop_requested:
@@ -310,17 +302,8 @@ def resume_forecast(run_path: str | Path) -> RunDir:
 
 def _complete(cfg, run: RunDir, sessions, names, device, resume: bool) -> RunDir:
     models = dict(cfg.models) if cfg.task == "forecast_compare" else {None: cfg.model}
-    try:
+    with run.status_on_error():
         results = _run_models(cfg, models, run, sessions, names, device, resume)
-    except (KeyboardInterrupt, SystemExit):
-        run.set_status("terminated")
-        raise
-    except NeurocastError:
-        run.set_status("failed")
-        raise
-    except BaseException:
-        run.set_status("failed")
-        raise
     summary = {"task": cfg.task, "experiment": cfg.name, "datasets": names,
                "sessions": {s.name: {"units": s.D, "frames": s.T, "held_out": s.held_out} for s in sessions}}
     if cfg.task == "forecast_compare":

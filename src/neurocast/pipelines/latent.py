@@ -10,7 +10,7 @@ import torch
 from neurocast.checkpoints import load_checkpoint, seed_everything
 from neurocast.config import config_hash, to_yaml, validate
 from neurocast.data.recording import Recording
-from neurocast.errors import ConfigError, DataError, NeurocastError, RunError
+from neurocast.errors import ConfigError, DataError, RunError
 from neurocast.pipelines.common import dataset_from_config, recordings_by_session, select_device, setup_torch
 from neurocast.progress import info
 from neurocast.runs import RunDir
@@ -149,18 +149,8 @@ def _fit(cfg: LatentExperiment, task: LatentTask, run: RunDir, resume_from: Path
     if resume_from is not None:
         trainer.resume(resume_from)
     try:
-        with graceful_stop(trainer):
+        with run.status_on_error(enabled=main), graceful_stop(trainer):
             summary = trainer.fit()
-    except NeurocastError:
-        raise
-    except (KeyboardInterrupt, SystemExit):
-        if main:
-            run.set_status("terminated")
-        raise
-    except BaseException:
-        if main:
-            run.set_status("failed")
-        raise
     finally:
         tracker.close()
         task.close()

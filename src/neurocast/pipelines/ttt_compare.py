@@ -47,7 +47,7 @@ def train_ttt_compare(cfg: TTTCompare, run_path: str | Path | None = None) -> Ru
     else:
         run = RunDir.create_at(run_path, text, seed=cfg.training.seeds[0])
     info(f"run directory: {run.path}")
-    try:
+    with run.status_on_error():
         results = {}
         for method in cfg.methods:
             info(f"== {method} ==")
@@ -55,12 +55,6 @@ def train_ttt_compare(cfg: TTTCompare, run_path: str | Path | None = None) -> Ru
             mrun = train_forecast(mcfg, run.path / "methods" / method)
             results[method] = collect(mrun)
         summary = compare(results, run.path)
-    except (KeyboardInterrupt, SystemExit):
-        run.set_status("terminated")
-        raise
-    except BaseException:
-        run.set_status("failed")
-        raise
     run.write_summary({"task": "ttt_compare", "experiment": cfg.name, **summary})
     run.set_status("complete")
     return run
