@@ -1,11 +1,22 @@
 import os
-from pathlib import Path
 
-import numpy as np
-import pytest
+# Tests check behaviour, not speed: one thread each (here and in the CLI subprocesses they
+# start; set before numpy and torch load their thread pools). The suite's arrays are small,
+# and on a busy 2-core machine several threads per process spin against each other (a 0.7 s
+# simulation took 90 s with two).
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("NEUROCAST_QUIET", "1")
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("NEUROCAST_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -40,7 +51,7 @@ def run_cli(capsys):
 TINY_FLY = {
     "task": "fly_simulation",
     "name": "tiny_fly",
-    "network": {"extent": 1, "excitatory_gain": 0.9, "inhibitory_factor": 2.0},
+    "network": {"extent": 1},  # neurocast's trained parameters (the default)
     "dynamics": {"dt": 0.02, "noise_std": 0.01, "warmup_s": 0.5},
     "batch": 4,
     "recordings": {

@@ -120,7 +120,7 @@ def test_parameter_file_round_trip_and_errors(tmp_path):
 TINY = {
     "task": "fly_simulation",
     "name": "tiny",
-    "network": {"extent": 1, "excitatory_gain": 0.9},
+    "network": {"extent": 1, "parameters": "untrained", "excitatory_gain": 0.9},
     "dynamics": {"dt": 0.02, "noise_std": 0.01, "warmup_s": 0.2},
     "batch": 2,
     "recordings": {

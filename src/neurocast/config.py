@@ -458,6 +458,7 @@ def load_task_config(source: str | os.PathLike | Mapping[str, Any], overrides: S
 
 
 register_task("fly_simulation", "neurocast.schema.simulation:FlySimulationConfig")
+register_task("fly_task", "neurocast.schema.fly_task:FlyTaskConfig")
 register_task("latent", "neurocast.schema.latent:LatentExperiment")
 register_task("forecast", "neurocast.schema.forecast:ForecastExperiment")
 register_task("forecast_compare", "neurocast.schema.forecast:ForecastCompare")

@@ -18,7 +18,8 @@ EXIT_BAD_INPUT = 2
 
 #: (group or None, name) -> (help, add_args, run); filled by the modules in this package.
 COMMANDS: dict[tuple[str | None, str], tuple[str, Callable, Callable]] = {}
-GROUP_HELP = {"data": "inspect recordings and list data formats", "config": "inspect configs"}
+GROUP_HELP = {"data": "inspect recordings and list data formats", "config": "inspect configs",
+              "fly": "task-train the fly visual system and diagnose how realistic a network is"}
 
 
 def register(name: str, help: str, add_args: Callable[[argparse.ArgumentParser], None], group: str | None = None):
@@ -84,6 +85,7 @@ def _load_commands() -> None:
         data_cmds,
         demo_cmds,
         experiment_cmds,
+        fly_cmds,
         sim_cmds,
         train_cmds,
     )

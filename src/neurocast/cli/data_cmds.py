@@ -22,6 +22,12 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
     options = {k: v for k, v in (("dt", args.dt), ("trace", args.trace)) if v is not None}
     recs = load_recordings(args.path, format=args.format, **options)
     rows = [r.summary() for r in recs]
+    from neurocast.sim.fly_simulation import read_diagnostics
+
+    realism = read_diagnostics(args.path)
+    if realism is not None:
+        for r in rows:
+            r["fly_realism"] = realism
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
@@ -42,17 +48,10 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
     covs = sorted({k for r in rows for k in r["covariates"]})
     if covs:
         print(f"covariates: {', '.join(covs)}")
-    return 0
-
-
-def _data_formats_args(p: argparse.ArgumentParser) -> None:
-    pass
-
-
-@register("formats", "list the data formats (sources) neurocast reads", _data_formats_args, group="data")
-def _cmd_data_formats(args: argparse.Namespace) -> int:
-    from neurocast.data import sources
-
-    for name, src in sorted(sources().items()):
-        print(f"{name:16s} {src.description}")
+    if realism is not None:
+        f = realism["forgetting_steps"]
+        print(f"fly network: {realism['parameters']}\n  median DSI T4 {realism['median_dsi_t4']:.2f}, T5 "
+              f"{realism['median_dsi_t5']:.2f}; R1-R8 hold {100 * realism['photoreceptor_variance_share']:.1f}% of the "
+              f"variance; forgetting time {'-' if f is None else f} steps; near-silent cells "
+              f"{100 * realism['silent_fraction']:.1f}% (neurocast fly diagnose DATASET for the full report)")
     return 0

@@ -81,6 +81,30 @@ FIGURE_NOTES = {
 }
 
 
+def realism_line(run_dir: Path) -> str:
+    """Which fly network made the run's data, and how realistic it is (its diagnostics.json)."""
+    import yaml
+
+    from neurocast.sim.fly_simulation import read_diagnostics
+
+    try:
+        path = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {})["data"]["path"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return "Network parameters: unknown (the run's config names no dataset)."
+    r = read_diagnostics(path)
+    if r is None:
+        return f"Network parameters: see `{path}/parameters.json` (the dataset has no diagnostics.json)."
+    f = r["forgetting_steps"]
+    return (
+        f"Network parameters: **{r['parameters']}**. Realism (`neurocast fly diagnose {path}`): median "
+        f"direction-selectivity index of T4 {r['median_dsi_t4']:.2f} and T5 {r['median_dsi_t5']:.2f} (moving "
+        f"edges, 12 directions); photoreceptors R1-R8 hold {100 * r['photoreceptor_variance_share']:.1f}% of the "
+        f"variance; a perturbed state is forgotten in {'-' if f is None else f} steps "
+        f"({'-' if f is None else f'{f * 20} ms'}): the system's memory is short, so a long stable roll-out alone "
+        "proves little."
+    )
+
+
 def write_report(run_dir: Path, cfg, metrics: dict[str, Any], folder: Path, data, t_train: float, t_total: float) -> Path:
     from neurocast.pipelines.latent_analysis import summarize_metrics
 

@@ -50,7 +50,7 @@ def type_colors(names: Sequence[str]) -> dict[str, Any]:
 
 def rollout_mse(results: dict, window: int, time_units: int, title: str, path: str | Path) -> Path:
     """MSE against roll-out step (log y) for each roll-out kind, with the baselines."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(10.5, 4.5))
     colors = {"latent": "tab:orange", "activity": "tab:blue"}
     steps = None
     for kind, r in results.items():
@@ -60,8 +60,9 @@ def rollout_mse(results: dict, window: int, time_units: int, title: str, path: s
             ax.fill_between(steps, np.percentile(r.mse, 10, axis=0), np.percentile(r.mse, 90, axis=0),
                             color=colors.get(kind), alpha=0.15, lw=0, label="latent: 10-90% of starts")
     if steps is not None:
-        r = next(iter(results.values()))
+        r = results.get("latent") or next(iter(results.values()))
         ax.plot(steps, r.constant.mean(0), "k--", lw=1, label="constant (training mean)")
+        _linear_baselines(ax, r, steps)
         if r.interpolation is not None:
             # averaged over each observation interval (it is 0 at the observations themselves)
             ic = r.interpolation.mean(0)
@@ -71,14 +72,32 @@ def rollout_mse(results: dict, window: int, time_units: int, title: str, path: s
                 ax.plot(steps[:n], per, color="gray", ls=":", lw=1.2,
                         label=f"linear interpolation of observations every {time_units} (interval mean)")
         ax.axhline(r.data_variance, color="red", lw=0.8, alpha=0.6, label="data variance (stable-horizon limit)")
+        if r.noise_floor:
+            ax.axhline(r.noise_floor, color="purple", lw=0.8, ls="-.", alpha=0.7, label="process-noise floor")
     ax.axvline(window, color="green", lw=1, alpha=0.7, label=f"training window ({window} steps)")
     _log_axes(ax, "steps since roll-out start", "MSE (normalised units)", title, "lower right")
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
+
+
+BASELINE_STYLE = {
+    "stimulus_ridge": ("tab:green", "-", "stimulus-only ridge"),
+    "pca_lds": ("tab:purple", "-", "linear dynamics in PCA latent"),
+    "from_mean": ("tab:brown", "--", "latent roll-out from the training mean (memory ablation)"),
+}
+
+
+def _linear_baselines(ax, r, steps: np.ndarray, n: int | None = None) -> None:
+    """The fitted baselines and the initial-state ablation of a roll-out result, if present."""
+    for key, (color, ls, label) in BASELINE_STYLE.items():
+        c = getattr(r, "curves", {}).get(key)
+        if c is not None:
+            ax.plot(steps[:n], c.mean(0)[:n], color=color, ls=ls, lw=1.0, alpha=0.85, label=label)
 
 
 def rollout_mse_zoom(results: dict, window: int, time_units: int, title: str, path: str | Path) -> Path:
     """The first training window in detail, with markers at the observation points."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(10.5, 4.5))
     colors = {"latent": "tab:orange", "activity": "tab:blue"}
     n = min(window * 2, next(iter(results.values())).horizon)
     steps = np.arange(1, n + 1)
@@ -87,12 +106,16 @@ def rollout_mse_zoom(results: dict, window: int, time_units: int, title: str, pa
         c = r.curve[:n]
         ax.plot(steps, c, color=colors.get(kind), lw=1.5, label=f"{kind} roll-out")
         ax.plot(steps[obs], c[obs], "o", color=colors.get(kind), ms=4)
-    r = next(iter(results.values()))
+    r = results.get("latent") or next(iter(results.values()))
     ax.plot(steps, r.constant.mean(0)[:n], "k--", lw=1, label="constant (training mean)")
+    _linear_baselines(ax, r, steps, n)
     if r.interpolation is not None:
         ax.plot(steps, r.interpolation.mean(0)[:n], color="gray", ls=":", lw=1.2, label="linear interpolation")
+    if r.noise_floor:
+        ax.axhline(r.noise_floor, color="purple", lw=0.8, ls="-.", alpha=0.7, label="process-noise floor")
     ax.axvline(window, color="green", lw=1, alpha=0.7, label="end of training window")
     _log_axes(ax, "steps since roll-out start (markers: observation points)", "MSE (normalised units)", title)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
 
 
@@ -127,7 +150,7 @@ def traces(true: np.ndarray, pred: np.ndarray, labels: Sequence[str], dt: float,
     """True (black) vs predicted (orange) traces, one panel per neuron, with R^2 in each title."""
     k = true.shape[1]
     rows = int(np.ceil(k / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 1.6 * rows + 0.6), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 1.6 * rows + 0.9), sharex=True, squeeze=False)
     t = np.arange(1, true.shape[0] + 1) * dt
     for i in range(rows * cols):
         ax = axes[i // cols][i % cols]
@@ -140,12 +163,12 @@ def traces(true: np.ndarray, pred: np.ndarray, labels: Sequence[str], dt: float,
         r2 = 1 - (pred[:, i] - true[:, i]).var() / var if var > 0 else float("nan")
         ax.set_title(f"{labels[i]}  R²={r2:.2f}", fontsize=7)
         ax.tick_params(labelsize=6)
-    fig.suptitle(title + "   (black: true, orange: roll-out)", fontsize=9)
+    fig.suptitle(title + "\n(black: true, orange: roll-out)", fontsize=9)
     fig.supxlabel("time since the roll-out start (s)", fontsize=8)
     fig.supylabel("activity (normalised units)", fontsize=8)
     # many panels: a fixed layout (tight_layout costs seconds per figure here)
-    height = 1.6 * rows + 0.6
-    fig.subplots_adjust(left=0.07, right=0.99, bottom=0.7 / height, top=1 - 0.45 / height, wspace=0.25, hspace=0.55)
+    height = 1.6 * rows + 0.9
+    fig.subplots_adjust(left=0.07, right=0.99, bottom=0.7 / height, top=1 - 0.75 / height, wspace=0.25, hspace=0.6)
     return _save(fig, path, tight=False)
 
 
@@ -177,4 +200,25 @@ def training_curves(records: list[dict[str, Any]], path: str | Path, title: str 
     for ax in axes:
         ax.grid(alpha=0.3, which="both")
     fig.suptitle(title)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------- fly realism
+
+
+def dsi_tuning(ds: dict, title: str, path: str | Path) -> Path:
+    """Polar tuning curves (peak rectified voltage vs edge direction) of T4a-d (ON) and T5a-d (OFF)."""
+    angles = np.deg2rad(np.asarray(ds["angles_deg"] + ds["angles_deg"][:1]))
+    names = list(ds["types"])
+    fig, axes = plt.subplots(2, 4, figsize=(12, 6.4), subplot_kw={"projection": "polar"})
+    for ax, name in zip(axes.ravel(), names):
+        t = ds["types"][name]
+        for pol, color in (("on", "tab:orange"), ("off", "tab:blue")):
+            r = np.asarray(t[f"tuning_{pol}"] + t[f"tuning_{pol}"][:1])
+            ax.plot(angles, r, color=color, lw=1.4 if pol == t["preferred_contrast"] else 0.8,
+                    label=f"{pol.upper()} edges (DSI {t[f'dsi_{pol}']:.2f})")
+        ax.set_title(f"{name}", fontsize=10, pad=12)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6, loc="lower center", bbox_to_anchor=(0.5, -0.35))
+    fig.suptitle(f"{title}\npeak rectified voltage of the central cell vs edge direction (deg)", fontsize=10)
     return _save(fig, path)

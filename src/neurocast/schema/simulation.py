@@ -12,18 +12,44 @@ from neurocast.sim.stimuli import StimulusSet
 Channel = Literal["voltage", "calcium", "fluorescence"]
 
 
+class FlyvisNetwork(Section):
+    """A task-trained network of flyvis's ensemble, as `flyvis download-pretrained` leaves it."""
+
+    flyvis: str = Field(..., description="flyvis model directory (.../flow/0000/000) or ensemble directory (.../flow/0000, with member)")
+    member: int | None = Field(None, ge=0, description="ensemble member index (folder NNN of the ensemble directory)")
+
+
 class FlyNetworkConfig(Section):
     extent: int = Field(8, ge=1, le=40, description="lattice radius in columns (3n(n+1)+1 columns)")
     connectome_file: str | None = Field(None, description="connectome JSON (default: the flyvis wheel's)")
     n_syn_fill: float = Field(1.0, ge=0, description="synapses assumed at offsets missing inside the hull")
-    parameters_file: str | None = Field(None, description="JSON/YAML with per-type / per-edge-type values")
-    seed: int = Field(0, description="seed of the resting-potential draw (0 = flyvis's values)")
-    strength_scale: float = Field(0.01, gt=0, description="flyvis init: strength = scale / mean synapse count")
-    excitatory_gain: float | None = Field(
-        None, gt=0, description="rescale strengths so the excitatory weights' spectral radius is this (<1: bounded)"
+    parameters: Literal["trained", "untrained"] | FlyvisNetwork = Field(
+        "trained",
+        description="trained: neurocast's own task-trained parameters (shipped); untrained: flyvis's initialisation; "
+        "{flyvis: DIR, member: K}: a network of flyvis's pretrained ensemble",
     )
-    inhibitory_factor: float = Field(1.0, gt=0, description="extra factor on inhibitory strengths")
+    parameters_file: str | None = Field(None, description="JSON/YAML with per-type / per-edge-type values (override the above)")
+    seed: int = Field(0, description="untrained only: seed of the resting-potential draw (0 = flyvis's values)")
+    strength_scale: float = Field(0.01, gt=0, description="untrained only: strength = scale / mean synapse count")
+    excitatory_gain: float | None = Field(
+        None, gt=0,
+        description="untrained only: rescale strengths so the excitatory weights' spectral radius is this (<1: bounded)",
+    )
+    inhibitory_factor: float = Field(1.0, gt=0, description="untrained only: extra factor on inhibitory strengths")
     deg_per_column: float = Field(5.8, gt=0, description="visual angle between neighbouring columns")
+
+    @model_validator(mode="after")
+    def _untrained_only(self):
+        if self.parameters != "untrained":
+            changed = [k for k in ("seed", "strength_scale", "excitatory_gain", "inhibitory_factor")
+                       if getattr(self, k) != type(self).model_fields[k].default]
+            if changed:
+                raise ValueError(
+                    f"network.{changed[0]} shapes flyvis's untrained initialisation; with parameters="
+                    f"{self.parameters if isinstance(self.parameters, str) else 'flyvis'} it would change trained values "
+                    "(set network.parameters: untrained, or drop it)"
+                )
+        return self
 
 
 class FlyDynamicsConfig(Section):
@@ -60,6 +86,9 @@ class FlySimulationConfig(Section):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     batch: int = Field(16, ge=1, le=256, description="sequences simulated together (one sparse product per step)")
     block_steps: int | None = Field(None, ge=1, description="frames per written block (default: one store chunk)")
+    diagnostics: bool = Field(
+        True, description="measure the network's realism (DSI of T4/T5, forgetting time, variance shares) into diagnostics.json"
+    )
     recordings: dict[str, FlyRecordingSpec] = Field(..., description="recording name -> spec; 'train' by convention")
 
     @field_validator("recordings")

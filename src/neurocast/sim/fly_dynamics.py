@@ -19,6 +19,7 @@ input of all of them is one sparse (CSR, int32 indices) matrix product per step.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,22 @@ from neurocast.sim.fly_network import FlyNetwork
 from neurocast.sim.fly_params import FlyParameters
 
 CHANNELS = ("voltage", "calcium", "fluorescence")
+SMALL_WORK = 200_000  # synapse-sequence products per step below which one CPU thread is fastest
+
+
+@contextmanager
+def threads_for(work: int, device: torch.device):
+    """One CPU thread for small problems: a step of a few thousand cells is over in microseconds,
+    and several threads only add synchronisation (ruinous when other processes share the cores)."""
+    if device.type != "cpu" or work >= SMALL_WORK or torch.get_num_threads() == 1:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -158,17 +175,19 @@ class FlySimulator:
         """
         if batch < 1:
             raise DataError(f"batch must be >= 1, got {batch}")
-        V = self.bias.expand(-1, batch).clone()
+        # the grey steady state is the same for every sequence: integrate one, then copy it
+        V = self.bias.clone()
         state = FlyState(V, torch.nn.functional.softplus(V) if calcium else None)
-        x = torch.full((self.n_columns, batch), float(grey), device=self.device)
+        x = torch.full((self.n_columns, 1), float(grey), device=self.device)
         noise, self.noise_std = self.noise_std, 0.0
         try:
-            with torch.no_grad():
+            with torch.no_grad(), threads_for(self.net.n_edges, self.device):
                 for _ in range(int(round(warmup_s / self.dt))):
                     state = self.step(state, x)
         finally:
             self.noise_std = noise
-        return state
+        return FlyState(state.voltage.expand(-1, batch).contiguous(),
+                        None if state.calcium is None else state.calcium.expand(-1, batch).contiguous())
 
     def run(
         self,
@@ -194,7 +213,7 @@ class FlySimulator:
         out = {c: torch.empty((T, N, B), device=self.device) for c in channels}
         stimulus = stimulus.to(self.device, torch.float32)
         volt = out.get("voltage")
-        with torch.no_grad():
+        with torch.no_grad(), threads_for(self.net.n_edges * B, self.device):
             if volt is not None:
                 volt[0].copy_(state.voltage)
             for t in range(T):

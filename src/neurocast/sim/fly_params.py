@@ -23,6 +23,7 @@ parameters can be saved, edited and loaded again.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,12 +123,19 @@ def _edge_key(src: str, tar: str) -> str:
     return f"{src}->{tar}"
 
 
-def parameters_to_dict(net: FlyNetwork, p: FlyParameters) -> dict[str, Any]:
+def parameters_to_dict(
+    net: FlyNetwork, p: FlyParameters, *, syn_count: bool = True, provenance: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The parameter-file format; ``syn_count=False`` leaves the connectome's counts implicit
+    (an extent-independent file: per-type and per-pair values only)."""
     syn: dict[str, float] = {}
-    for k, du, dv, n in zip(net.edge_type.tolist(), net.edge_du.tolist(), net.edge_dv.tolist(), p.syn_count.tolist()):
-        syn.setdefault(f"{_edge_key(*net.edge_type_keys[k])}@{du},{dv}", float(n))
-    return {
-        "format": FORMAT,
+    if syn_count:
+        for k, du, dv, n in zip(net.edge_type.tolist(), net.edge_du.tolist(), net.edge_dv.tolist(), p.syn_count.tolist()):
+            syn.setdefault(f"{_edge_key(*net.edge_type_keys[k])}@{du},{dv}", float(n))
+    out: dict[str, Any] = {"format": FORMAT}
+    if provenance:
+        out["provenance"] = provenance
+    out.update({
         "extent": net.extent,
         "nodes": {
             name: {"time_const": float(p.time_const[i]), "bias": float(p.bias[i])}
@@ -137,8 +145,10 @@ def parameters_to_dict(net: FlyNetwork, p: FlyParameters) -> dict[str, Any]:
             _edge_key(*key): {"sign": float(p.sign[i]), "syn_strength": float(p.syn_strength[i])}
             for i, key in enumerate(net.edge_type_keys)
         },
-        "syn_count": syn,
-    }
+    })
+    if syn_count:
+        out["syn_count"] = syn
+    return out
 
 
 def load_parameters(path: str | Path, net: FlyNetwork, base: FlyParameters) -> FlyParameters:
@@ -154,7 +164,7 @@ def load_parameters(path: str | Path, net: FlyNetwork, base: FlyParameters) -> F
         raise DataError(f"parameter file {path} is not valid JSON/YAML: {exc}") from None
     if not isinstance(data, dict):
         raise DataError(f"parameter file {path}: expected a mapping with nodes/edges/syn_count")
-    unknown = set(data) - {"format", "extent", "nodes", "edges", "syn_count"}
+    unknown = set(data) - {"format", "extent", "nodes", "edges", "syn_count", "provenance"}
     if unknown:
         raise DataError(f"parameter file {path}: unknown section {sorted(unknown)[0]!r} (use nodes, edges, syn_count)")
     p = FlyParameters(
@@ -202,5 +212,20 @@ def _checked(path: Path, where: str, value: Any, positive: bool = False) -> None
         raise DataError(f"parameter file {path}: {where} must be {'positive and ' if positive else ''}finite, got {v}")
 
 
-def save_parameters(path: str | Path, net: FlyNetwork, p: FlyParameters) -> None:
-    Path(path).write_text(json.dumps(parameters_to_dict(net, p), indent=1))
+def save_parameters(path: str | Path, net: FlyNetwork, p: FlyParameters, **kwargs: Any) -> None:
+    """Write ``p`` as a parameter file (keyword arguments as :func:`parameters_to_dict`), atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(parameters_to_dict(net, p, **kwargs), indent=1))
+    tmp.replace(path)
+
+
+def file_provenance(path: str | Path) -> dict[str, Any]:
+    """The ``provenance`` section of a parameter file ({} when it has none)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except Exception:
+        return {}
+    return dict(data.get("provenance") or {}) if isinstance(data, dict) else {}

@@ -4,6 +4,7 @@ Output folder ``<output_root>/<name>-<config hash>/`` (or ``--output``)::
 
     simulation.yaml     the resolved config
     parameters.json     every model parameter used (loadable as network.parameters_file)
+    diagnostics.json    realism of the network (DSI of T4/T5, forgetting time, variance shares)
     <recording>.zarr    one store per recording (voltage / calcium / fluorescence channels,
                         stimulus per column, cell types, positions, connectome)
     COMPLETE            written last
@@ -24,13 +25,14 @@ import torch
 from neurocast.data.store import RecordingWriter, default_chunk_steps
 from neurocast.errors import DataError
 from neurocast.progress import info, progress
-from neurocast.schema.simulation import FlyRecordingSpec, FlySimulationConfig
+from neurocast.schema.simulation import FlyNetworkConfig, FlyRecordingSpec, FlySimulationConfig
 from neurocast.sim.dataset_folder import COMPLETE, dataset_folder, finished_store, mark_complete, open_dataset  # noqa: F401
 from neurocast.sim.fly_dynamics import FlySimulator, resolve_device
 from neurocast.sim.fly_network import FlyNetwork, build_network, hex_to_cartesian
 from neurocast.sim.fly_params import (
     FlyParameters,
     default_parameters,
+    file_provenance,
     load_parameters,
     save_parameters,
     scale_gains,
@@ -38,15 +40,41 @@ from neurocast.sim.fly_params import (
 
 
 
-def build_model(cfg: FlySimulationConfig) -> tuple[FlyNetwork, FlyParameters]:
+TRAINED_PARAMETERS = Path(__file__).parent / "params" / "flow_trained.json"
+
+
+def network_parameters(net: FlyNetwork, n: FlyNetworkConfig) -> tuple[FlyParameters, str]:
+    """The parameters ``n`` names for ``net`` and a one-line description of where they came from."""
+    if n.parameters == "untrained":
+        params = default_parameters(net, seed=n.seed, strength_scale=n.strength_scale)
+        what = "untrained (flyvis's initialisation"
+        if n.excitatory_gain is not None or n.inhibitory_factor != 1.0:
+            params = scale_gains(net, params, n.excitatory_gain, n.inhibitory_factor)
+            what += f", excitatory gain {n.excitatory_gain}, inhibitory factor {n.inhibitory_factor}"
+        what += ")"
+    elif n.parameters == "trained":
+        if not TRAINED_PARAMETERS.is_file():
+            raise DataError(f"neurocast's trained parameters {TRAINED_PARAMETERS} are missing: reinstall neurocast")
+        params = load_parameters(TRAINED_PARAMETERS, net, default_parameters(net))
+        prov = file_provenance(TRAINED_PARAMETERS)
+        what = f"trained (neurocast's task-trained network {prov.get('name', TRAINED_PARAMETERS.name)})"
+    else:
+        from neurocast.sim.flyvis_pretrained import load_flyvis_parameters, resolve_model_dir
+
+        f = n.parameters
+        params = load_flyvis_parameters(f.flyvis, net, f.member)
+        what = f"flyvis pretrained network {resolve_model_dir(f.flyvis, f.member)}"
+    if n.parameters_file:  # explicit values win over the named ones
+        params = load_parameters(n.parameters_file, net, params)
+        what += f", overridden by {n.parameters_file}"
+    return params, what
+
+
+def build_model(cfg: FlySimulationConfig) -> tuple[FlyNetwork, FlyParameters, str]:
+    """Network, parameters and the parameters' one-line description."""
     n = cfg.network
     net = build_network(n.extent, n.connectome_file, n.n_syn_fill)
-    params = default_parameters(net, seed=n.seed, strength_scale=n.strength_scale)
-    if n.excitatory_gain is not None or n.inhibitory_factor != 1.0:
-        params = scale_gains(net, params, n.excitatory_gain, n.inhibitory_factor)
-    if n.parameters_file:  # explicit values win over the generated ones
-        params = load_parameters(n.parameters_file, net, params)
-    return net, params
+    return (net, *network_parameters(net, n))
 
 
 def simulate_fly(cfg: FlySimulationConfig, output: str | Path | None = None) -> Path:
@@ -54,17 +82,57 @@ def simulate_fly(cfg: FlySimulationConfig, output: str | Path | None = None) -> 
     folder, complete = open_dataset(cfg, output)
     if complete:
         return folder
-    net, params = build_model(cfg)
-    save_parameters(folder / "parameters.json", net, params)
+    net, params, what = build_model(cfg)
+    save_parameters(folder / "parameters.json", net, params, provenance={"parameters": what})
     device = resolve_device(cfg.device)
     for name, spec in cfg.recordings.items():
         path = folder / f"{name}.zarr"
         if finished_store(path):
             info(f"{name}: already simulated")
             continue
-        simulate_recording(cfg, net, params, name, spec, path, device)
+        simulate_recording(cfg, net, params, name, spec, path, device, parameters=what)
+    if cfg.diagnostics:
+        write_diagnostics(folder, cfg, net, params, what)
     mark_complete(folder, cfg)
     return folder
+
+
+DIAGNOSTICS = "diagnostics.json"
+
+
+def read_diagnostics(path: str | Path) -> dict | None:
+    """The realism summary (plus the parameters' description) of the simulated fly dataset that
+    ``path`` (the dataset folder or one of its stores) belongs to; None when there is none."""
+    import json
+
+    f = Path(path).expanduser()
+    f = f / DIAGNOSTICS if f.is_dir() and not f.name.endswith(".zarr") else f.parent / DIAGNOSTICS
+    if not f.is_file():
+        return None
+    try:
+        d = json.loads(f.read_text())
+        return {"parameters": d.get("parameters"), **d["summary"]}
+    except (ValueError, KeyError, OSError):
+        return None
+
+
+def write_diagnostics(folder: Path, cfg: FlySimulationConfig, net: FlyNetwork, params: FlyParameters, what: str) -> dict:
+    """The realism numbers of the simulated network (``neurocast fly diagnose``) into ``folder/diagnostics.json``."""
+    import json
+    import os
+
+    from neurocast.sim.fly_diagnostics import DiagnosticsSpec, diagnose
+
+    train = cfg.recordings.get("train") or next(iter(cfg.recordings.values()))
+    noise = cfg.dynamics.noise_std if train.noise_std is None else train.noise_std
+    spec = DiagnosticsSpec(dt=cfg.dynamics.dt, deg_per_column=cfg.network.deg_per_column, noise_std=noise,
+                           warmup_s=cfg.dynamics.warmup_s, device=str(resolve_device(cfg.device)))
+    info("measuring the network's realism (fly diagnose)")
+    diag = {"parameters": what, **diagnose(net, params, spec)}
+    tmp = folder / f".{DIAGNOSTICS}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(diag, indent=1))
+    tmp.replace(folder / DIAGNOSTICS)
+    return diag
 
 
 def simulate_recording(
@@ -75,6 +143,7 @@ def simulate_recording(
     spec: FlyRecordingSpec,
     path: Path,
     device: torch.device,
+    parameters: str = "",
 ) -> Path:
     dyn = cfg.dynamics
     noise = dyn.noise_std if spec.noise_std is None else spec.noise_std
@@ -108,6 +177,7 @@ def simulate_recording(
             "simulation": cfg.name,
             "extent": net.extent,
             "connectome_file": Path(net.source_file).name,
+            "parameters": parameters,
             "dt": dyn.dt,
             "noise_std": noise,
             "sequences": S,

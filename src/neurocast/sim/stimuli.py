@@ -114,6 +114,9 @@ class Natural(FamilyParams):
     contrast: Range = (0.3, 1.0)
     contrast_tau_s: float = Field(1.0, gt=0)
     mean_luminance: Range = (0.35, 0.65)
+    objects: tuple[int, int] = Field((0, 0), description="textured discs moving on their own over the background (count range)")
+    object_radius_deg: Range = Field((8.0, 25.0), description="radius of a moving object")
+    object_speed_deg_s: Range = Field((10.0, 80.0), description="typical speed of an object (std of its velocity)")
 
 
 class StimulusParams(Section):
@@ -228,7 +231,9 @@ def render_moving_bars(p: MovingBars, rng, n, dt, xy):
     return (0.5 + (lum - 0.5) * inside).astype(np.float32)
 
 
-def render_gratings(p: Gratings, rng, n, dt, xy):
+def gratings_with_flow(p: Gratings, rng, n, dt, xy):
+    """One ``gratings`` segment and its motion field: every column moves at period x frequency
+    along the drift direction (deg/s). Returns luminance (n, C), flow (n, C, 2), valid (n,)."""
     d = _direction(float(rng.choice(p.angles_deg)))
     period = _loguniform(rng, p.period_deg)
     freq = _loguniform(rng, p.temporal_hz)
@@ -238,7 +243,12 @@ def render_gratings(p: Gratings, rng, n, dt, xy):
     wave = np.sin(phase)
     if rng.choice(p.waveforms) == "square":
         wave = np.sign(wave)
-    return (0.5 + c / 2 * wave).astype(np.float32)
+    flow = np.broadcast_to((d * period * freq).astype(np.float32), (n, xy.shape[0], 2)).copy()
+    return (0.5 + c / 2 * wave).astype(np.float32), flow, np.ones(n, dtype=bool)
+
+
+def render_gratings(p: Gratings, rng, n, dt, xy):
+    return gratings_with_flow(p, rng, n, dt, xy)[0]
 
 
 def render_looming(p: Looming, rng, n, dt, xy):
@@ -311,7 +321,17 @@ def _ou(rng, n, dt, tau, std, dims=1):
     return x
 
 
-def render_natural(p: Natural, rng, n, dt, xy):
+def natural_with_flow(p: Natural, rng, n, dt, xy):
+    """One ``natural`` segment and its exact motion field.
+
+    Column ``xy`` sees texture point ``R(theta) xy + pos`` (rotation theta, translation pos, both
+    in degrees), so a texture feature moves on the eye at ``-omega J xy - R(-theta) v`` (v =
+    dpos/dt, omega = dtheta/dt in rad/s, J the 90-degree rotation). With ``objects``, textured
+    discs move over that background with their own velocities (the flow where they are visible;
+    at their soft rims luminance and flow are blends). Returns luminance (n, C),
+    flow (n, C, 2) in degrees per second, and a (n,) mask that is False on frames whose motion
+    is not a flow (a saccade-like jump happens between frame t and t + 1).
+    """
     from scipy.ndimage import map_coordinates
 
     px_per_deg = p.texture_px / p.texture_deg
@@ -337,8 +357,57 @@ def render_natural(p: Natural, rng, n, dt, xy):
     log_c = np.log(_uniform(rng, p.contrast)) + _ou(rng, n, dt, p.contrast_tau_s, 0.3, 1)
     contrast = np.clip(np.exp(log_c), 0.05, 1.0)
     mean = _uniform(rng, p.mean_luminance)
-    return np.clip(mean + contrast * vals / 4.0, 0.0, 1.0).astype(np.float32)
+    lum = np.clip(mean + contrast * vals / 4.0, 0.0, 1.0).astype(np.float32)
+    # motion between frame t and t + 1 (pos and theta advance by vel[t+1] dt, omega[t+1] dt)
+    v_next = np.concatenate([vel[1:], vel[-1:]], axis=0)
+    w_next = np.deg2rad(np.concatenate([omega[1:], omega[-1:]]))
+    c, s = np.cos(theta), np.sin(theta)
+    # R(-theta) v
+    rv = np.stack([c * v_next[:, 0] + s * v_next[:, 1], -s * v_next[:, 0] + c * v_next[:, 1]], axis=1)
+    jxy = np.stack([-xy[:, 1], xy[:, 0]], axis=1)  # J xy
+    flow = -w_next[:, None, None] * jxy[None] - rv[:, None, :]
+    valid = ~np.concatenate([jumps[1:], [False]])
+    lo, hi = p.objects
+    n_obj = int(rng.integers(lo, hi + 1)) if hi > 0 else 0
+    if n_obj:  # drawn after everything above, so object-free segments are unchanged
+        field = float(np.max(np.linalg.norm(xy, axis=1))) if len(xy) else 0.0
+        lum, flow = _add_objects(p, rng, n_obj, n, dt, xy, field, px_per_deg, lum, flow, contrast, mean)
+    return lum, flow.astype(np.float32), valid
 
+
+def _add_objects(p: Natural, rng, n_obj, n, dt, xy, field, px_per_deg, lum, flow, contrast, mean):
+    """Textured discs, each translating with its own smooth random velocity (wrapping around a box
+    slightly larger than the field), drawn over the background in order: where an object is
+    visible, the luminance is its texture and the flow its velocity."""
+    from scipy.ndimage import map_coordinates
+
+    lum = lum.astype(np.float64)
+    flow = flow.astype(np.float64)
+    for _ in range(n_obj):
+        radius = _uniform(rng, p.object_radius_deg)
+        tex = pink_texture(rng, p.texture_px, _uniform(rng, p.spectral_exponent), p.blur_deg * px_per_deg)
+        vel = _ou(rng, n, dt, p.flow_tau_s, _uniform(rng, p.object_speed_deg_s), 2)
+        box = field + radius
+        start = rng.uniform(-box, box, 2)
+        centre = (start + np.cumsum(vel * dt, axis=0) + box) % (2 * box) - box   # (n, 2)
+        offset = rng.uniform(0, p.texture_deg, 2)
+        rel = xy[None, :, :] - centre[:, None, :]                               # (n, C, 2)
+        inside = np.clip(0.5 + (radius - np.linalg.norm(rel, axis=2)) / 2.0, 0.0, 1.0)
+        coords = (rel + offset) * px_per_deg
+        vals = map_coordinates(tex, [coords[..., 0].ravel(), coords[..., 1].ravel()], order=1, mode="grid-wrap").reshape(n, -1)
+        obj = np.clip(mean + contrast * vals / 4.0, 0.0, 1.0)
+        v_next = np.concatenate([vel[1:], vel[-1:]], axis=0)
+        lum = lum + inside * (obj - lum)
+        flow = flow + inside[..., None] * (v_next[:, None, :] - flow)
+    return lum.astype(np.float32), flow
+
+
+def render_natural(p: Natural, rng, n, dt, xy):
+    return natural_with_flow(p, rng, n, dt, xy)[0]
+
+
+#: families whose exact motion field is known: family -> (params, rng, n, dt, xy) -> (luminance, flow, valid)
+WITH_FLOW: dict[str, Callable] = {"natural": natural_with_flow, "gratings": gratings_with_flow}
 
 RENDERERS: dict[str, Callable] = {
     "flashes": render_flashes,
