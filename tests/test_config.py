@@ -124,3 +124,13 @@ def test_presets_load_and_show(run_cli):
         code, out, err = run_cli("config", "show", p)
         assert code == 0, (p, err)
         assert "task:" in out
+
+
+def test_bare_preset_names_resolve_like_paths(run_cli):
+    code, out, err = run_cli("config", "show", "latent_20step", "--training.epochs", "3")
+    assert code == 0, err
+    assert "name: latent_20step" in out and "epochs: 3" in out
+    code, out, _ = run_cli("config", "show", "sim/fly_small")
+    assert code == 0 and "task: fly_simulation" in out
+    code, _, err = run_cli("config", "show", "latent_20stepp")
+    assert code == 2 and "neither here nor a preset" in err

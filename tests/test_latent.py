@@ -302,3 +302,15 @@ def test_sigterm_stops_after_the_epoch_and_resume_completes(tiny_fly, tmp_path):
     from neurocast.checkpoints import load_checkpoint
 
     assert load_checkpoint(run / "checkpoints" / "latest.pt")["epoch"] == done
+
+
+def test_an_epoch_has_the_same_steps_in_every_acquisition_mode(tiny_fly):
+    """data_passes_per_epoch counts windows on the observation grid, whichever frames may start one."""
+    sizes = {}
+    for mode in ("time_aligned", "staggered_random", "all"):
+        cfg, task = _task(tiny_fly, ["--training.time-units", "5", "--training.acquisition-mode.mode", mode,
+                                     "--training.data-passes-per-epoch", "2"])
+        sizes[mode] = task.n_batches(0)
+        task.close()
+    assert sizes["staggered_random"] == sizes["all"]
+    assert abs(sizes["staggered_random"] - sizes["time_aligned"]) <= 2  # window starts lost at the range's end

@@ -8,7 +8,7 @@ from conftest import latent_config
 from neurocast.config import load_task_config
 from neurocast.eval.early_stopping import EarlyStopping
 from neurocast.eval.metrics import stable_horizon, variance_explained
-from neurocast.eval.rollout import RolloutResult, latent_rollout
+from neurocast.eval.rollout import SEGMENTS, RolloutResult, latent_rollout
 from neurocast.models.latent import LatentModel
 from neurocast.schema.latent import LatentModelConfig
 
@@ -28,7 +28,10 @@ def test_rollout_summary_parts():
     tu, window, n = 2, 4, 6
     mse = np.array([[1, 2, 3, 4, 5, 6], [3, 2, 1, 4, 5, 10]], dtype=float)  # 2 starts
     const = np.full((2, n), 10.0)
-    r = RolloutResult("latent", np.array([0, 10]), mse, const, None, data_variance=4.0,
+    zeros = {g: np.zeros(3) for g in SEGMENTS}
+    r = RolloutResult("latent", np.array([0, 10]), {"model": mse, "constant": const},
+                      {"model": zeros, "constant": zeros}, data_variance=4.0, neuron_variance=np.ones(3),
+                      silent=np.zeros(3, bool), input_neurons=np.zeros(3, bool),
                       var_true=np.ones(3), var_err=np.zeros(3), trace_start=0, trace_true=np.zeros((n, 1)),
                       trace_pred=np.zeros((n, 1)), trace_neurons=np.array([0]), time_units=tu, window=window)
     s = r.summary()
@@ -169,7 +172,8 @@ def test_demo_writes_report_with_figures(tiny_fly, tmp_path, monkeypatch):
         "--eval.horizon", "300", "--eval.n-starts", "3", "--runs-dir", str(tmp_path / "runs"),
     ])
     text = report.read_text()
-    assert report.name == "report.md" and "## Autonomous roll-outs" in text and "How to read" in text
+    assert report.name == "report.md" and "## Does the model beat the strongest simple baselines?" in text
+    assert "How to read" in text and "stimulus-only ridge" in text and "Verdict" in text and "Network parameters" in text
     images = [line.split("(", 1)[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
     assert len(images) >= 9
     for rel in images:

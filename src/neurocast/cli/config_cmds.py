@@ -8,15 +8,16 @@ import sys
 from neurocast.cli import register, with_overrides
 
 def _config_show_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="YAML config file")
+    p.add_argument("config", help="YAML config file or preset name (e.g. latent_20step)")
     with_overrides(p)
 
 
 @register("show", "print the resolved config (YAML file + overrides)", _config_show_args, group="config")
 def _cmd_config_show(args: argparse.Namespace) -> int:
     from neurocast.config import load_task_config, to_yaml
+    from neurocast.pipelines.common import resolve_config_path
 
-    cfg = load_task_config(args.config, args.overrides)
+    cfg = load_task_config(resolve_config_path(args.config), args.overrides)
     sys.stdout.write(to_yaml(cfg))
     return 0
 

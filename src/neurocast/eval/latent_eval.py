@@ -38,8 +38,9 @@ def rollout_evaluation(
             cell_types = w.rec.cell_types
             neurons = pick_trace_neurons(cell_types, w.rec.N, trace_per_type, seed)
             results: dict[str, RolloutResult] = {}
+            extras = task.rollout_context(es.name) if hasattr(task, "rollout_context") else {}
             for kind in kinds:
-                r = evaluate_rollouts(model, w, kind, h, n_starts, seed, neurons)
+                r = evaluate_rollouts(model, w, kind, h, n_starts, seed, neurons, **extras)
                 if r is not None:
                     results[kind] = r
             out[es.name] = {
@@ -67,6 +68,13 @@ def per_cell_type(values: np.ndarray, cell_types: np.ndarray | None) -> dict[str
     return out
 
 
+def silent_types(silent: np.ndarray, cell_types: np.ndarray | None) -> list[str]:
+    """Cell types whose neurons are all near-silent (reported as "silent", not as a ratio)."""
+    if cell_types is None:
+        return []
+    return sorted(t for t in set(cell_types.tolist()) if silent[cell_types == t].all())
+
+
 def metrics_of(evaluation: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """JSON-ready metrics of a rollout_evaluation() result."""
     out: dict[str, Any] = {}
@@ -74,11 +82,13 @@ def metrics_of(evaluation: dict[str, dict[str, Any]]) -> dict[str, Any]:
         entry: dict[str, Any] = {"session": ev["session"], "horizon": ev["horizon"], "requested_horizon": ev["requested_horizon"]}
         for kind, r in ev["results"].items():
             s = r.summary()
-            s["variance_explained_per_cell_type"] = per_cell_type(r.variance_explained, ev["cell_types"])
+            ve = np.where(r.silent, np.nan, r.variance_explained)
+            s["variance_explained_per_cell_type"] = per_cell_type(ve, ev["cell_types"])
+            s["silent_cell_types"] = silent_types(r.silent, ev["cell_types"])
             s["mse_curve"] = r.curve.tolist()
-            s["constant_curve"] = r.constant.mean(0).tolist()
-            if r.interpolation is not None:
-                s["interpolation_curve"] = r.interpolation.mean(0).tolist()
+            for p, c in r.curves.items():
+                if p != "model":
+                    s[f"{p}_curve"] = c.mean(0).tolist()
             entry[kind] = s
         out[name] = entry
     return out

@@ -13,7 +13,8 @@ PRESETS = Path(__file__).resolve().parents[1] / "presets"
 
 
 def resolve_config_path(path: str | os.PathLike) -> Path:
-    """A config path as given, or the same name among the built-in presets."""
+    """A config path as given, the same path among the built-in presets (``configs/...``), or a
+    preset name (``latent_20step``, ``sim/fly_small``; user folders from $NEUROCAST_PRESETS first)."""
     p = Path(path).expanduser()
     if p.exists():
         return p
@@ -24,7 +25,14 @@ def resolve_config_path(path: str | os.PathLike) -> Path:
     for c in candidates:
         if c.exists():
             return c
-    raise ConfigError(f"config file {path} does not exist (neither here nor among the presets in {PRESETS})")
+    from neurocast import presets_index
+
+    name = str(Path(*parts[1:]) if parts and parts[0] == "configs" else p)
+    if name.endswith(".yaml"):
+        name = name[:-5]
+    if name in presets_index.presets():
+        return presets_index.presets()[name].path
+    raise ConfigError(f"config file {path} does not exist (neither here nor a preset: `neurocast experiments` lists them)")
 
 
 def select_device(name: str) -> torch.device:

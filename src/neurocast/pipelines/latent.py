@@ -177,6 +177,8 @@ def latent_summary(cfg: LatentExperiment, trainer: Trainer, summary: dict[str, A
                 "model": rec.get(f"{prefix}/mse_at_{s}"),
                 "mean_baseline": rec.get(f"{prefix}/mean_baseline_at_{s}"),
                 "copy_baseline": rec.get(f"{prefix}/copy_baseline_at_{s}"),
+                "stimulus_baseline": rec.get(f"{prefix}/stimulus_baseline_at_{s}"),
+                "lds_baseline": rec.get(f"{prefix}/lds_baseline_at_{s}"),
             })
         return rows
 
@@ -189,6 +191,9 @@ def latent_summary(cfg: LatentExperiment, trainer: Trainer, summary: dict[str, A
         "val_at_multiples_final": table(final),
         "beats_mean_baseline_at_every_multiple": None if not best_rows else all(
             r["model"] is not None and r["mean_baseline"] is not None and r["model"] < r["mean_baseline"] for r in best_rows
+        ),
+        "beats_linear_baselines_at_every_multiple": None if not best_rows or best_rows[0]["stimulus_baseline"] is None else all(
+            r["model"] is not None and r["model"] < min(r["stimulus_baseline"], r["lds_baseline"]) for r in best_rows
         ),
         "final_train_loss": None if final is None else final.get("train/total"),
     }

@@ -71,6 +71,7 @@ class LatentAnalysis:
         fitted = load_checkpoint(any_ckpt)["task"]
         ensure_run_data(self.cfg, self.run)
         _, self.task = build(self.cfg, self.device, fitted=fitted)
+        self.task.noise_shares = noise_shares(self.cfg, self.task)
 
     def load(self, epoch: int | str | None) -> tuple[str, dict[str, Any]]:
         path, label = checkpoint_path(self.run, epoch)
@@ -137,6 +138,24 @@ class LatentAnalysis:
         self.task.close()
 
 
+def noise_shares(cfg: LatentExperiment, task) -> dict[str, float]:
+    """Per evaluation set, the share of its variance due to process noise (simulated fly data: the
+    dataset's diagnostics.json; recordings simulated without noise get none)."""
+    from neurocast.sim.fly_simulation import read_diagnostics
+
+    if cfg.data.path is None:
+        return {}
+    diag = read_diagnostics(cfg.data.path)
+    share = None if diag is None else diag.get("noise_variance_share")
+    if not share:
+        return {}
+    out = {}
+    for es in task.evalsets:
+        if float((es.windows.rec.provenance or {}).get("noise_std") or 0) > 0:
+            out[es.name] = float(share)
+    return out
+
+
 def epochs_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """One row per analysed epoch: validation loss and latent roll-out metrics per set."""
     sets = sorted({s for r in rows for s in r["rollouts"]})
@@ -180,22 +199,77 @@ def analyze_run(run_dir: str | Path, epochs: list[int | str] | None, horizon: in
 
 
 def summarize_metrics(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """A table of the roll-out metrics of one analysis (one row per set and roll-out kind)."""
-    header = ["dataset", "roll-out", "stable horizon", "MSE in window", "constant in window",
-              "interp. in window", "MSE at obs.", "MSE between obs.", "MSE beyond window"]
+    """A table of the roll-out metrics of one analysis (one row per set and roll-out kind), global MSE,
+    with the best observation-constrained linear baseline beside the model."""
+    header = ["dataset", "roll-out", "stable horizon", "MSE in window", "best linear in window",
+              "constant in window", "MSE between obs.", "MSE beyond window", "best linear beyond"]
     rows = []
     for name, sets in metrics["rollouts"].items():
         for kind in ("latent", "activity"):
             s = sets.get(kind)
             if not s:
                 continue
+            best = (s.get("best_linear") or {}).get("mse", {})
             rows.append([
                 name, kind, f"{s['stable_horizon']}/{s['horizon']}", fmt(s["mse_within_training_window"]),
-                fmt(s["constant_mse_within_training_window"]), fmt(s.get("interpolation_mse_within_training_window")),
-                fmt(s["mse_at_observation_points"]), fmt(s["mse_between_observation_points"]),
-                fmt(s["mse_beyond_training_window"]),
+                _best(best.get("within_training_window")), fmt(s["constant_mse_within_training_window"]),
+                fmt(s["mse_between_observation_points"]), fmt(s["mse_beyond_training_window"]),
+                _best(best.get("beyond_training_window")),
             ])
     return header, rows
+
+
+SHORT = {"stimulus_ridge": "stim", "pca_lds": "LDS"}
+
+
+def _best(entry: dict | None) -> str:
+    return "-" if not entry else f"{fmt(entry['baseline_value'])} ({SHORT.get(entry['baseline'], entry['baseline'])})"
+
+
+BASELINE_ROWS = (
+    ("model", "model (latent roll-out)"),
+    ("stimulus_ridge", "stimulus-only ridge"),
+    ("pca_lds", "linear dynamics, PCA latent"),
+    ("from_mean", "model started from the training mean"),
+    ("constant", "constant (training mean)"),
+    ("interpolation", "interpolation of observations (oracle)"),
+)
+TABLE_SEGMENTS = (("within_training_window", "in window"), ("between_observation_points", "between obs."),
+                  ("beyond_training_window", "beyond window"))
+
+
+def baseline_table(rollout: dict[str, Any], metric: str = "per_neuron_without_inputs") -> tuple[list[str], list[list[str]]]:
+    """Model vs every baseline for one set's latent roll-out summary: one row per predictor, one
+    column per segment; ``metric``: per_neuron_without_inputs, per_neuron or mse (global)."""
+    header = ["predictor"] + [label for _, label in TABLE_SEGMENTS]
+    rows = []
+    for key, label in BASELINE_ROWS:
+        if key == "model":
+            vals = rollout.get(metric) if metric != "mse" else {g: rollout.get(f"mse_{g}") for g, _ in TABLE_SEGMENTS}
+        else:
+            b = (rollout.get("baselines") or {}).get(key)
+            if b is None:
+                continue
+            vals = b[metric]
+        rows.append([label] + [fmt((vals or {}).get(g)) for g, _ in TABLE_SEGMENTS])
+    return header, rows
+
+
+def verdict(name: str, rollout: dict[str, Any], metric: str = "per_neuron_without_inputs") -> str:
+    """A plain sentence: does the model beat the best linear baseline, in and beyond the window?"""
+    best = (rollout.get("best_linear") or {}).get(metric)
+    if not best:
+        return f"- **{name}**: no linear baseline was fitted (no stimulus)."
+    parts = []
+    for g, label in (("within_training_window", "inside the training window"), ("beyond_training_window", "beyond it")):
+        e = best.get(g)
+        if not e or e["model"] is None:
+            continue
+        r = e["ratio"]
+        word = "beats" if r < 1 else "does NOT beat"
+        parts.append(f"{label} it {word} the best linear baseline ({SHORT.get(e['baseline'], e['baseline'])}): "
+                     f"{fmt(e['model'])} vs {fmt(e['baseline_value'])} ({'%.0f%% lower' % (100 * (1 - r)) if r < 1 else '%.0f%% higher' % (100 * (r - 1))})")
+    return f"- **{name}**: " + "; ".join(parts) + "."
 
 
 def print_metrics(metrics: dict[str, Any]) -> None:

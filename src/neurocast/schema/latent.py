@@ -139,7 +139,10 @@ class LatentTraining(Section):
     reconstruction_warmup_epochs: int = Field(0, ge=0, description="extra epochs: encoder/decoder only")
     ems_warmup_epochs: int = Field(0, ge=0, description="ramp the loss multiples from 1 to ems over these epochs")
     unconnected_to_zero: UnconnectedToZero = UnconnectedToZero()
-    data_passes_per_epoch: int = Field(1, ge=1)
+    data_passes_per_epoch: int = Field(
+        1, ge=1, description="passes per epoch over the training windows on the observation grid (one per tu frames, "
+        "in every acquisition mode)"
+    )
     seed: int = 42
     save_checkpoint_every_n_epochs: int = Field(10, ge=0, description="0 = only latest/best/final")
     validation_windows: int = Field(2048, ge=1, description="validation windows (evenly spaced) per evaluation")
@@ -183,12 +186,26 @@ class EarlyStopping(Section):
     n_starts: int = Field(10, ge=1)
 
 
+class LatentBaselinesConfig(Section):
+    """The linear baselines every roll-out evaluation is compared with (fitted on observed training frames)."""
+
+    enabled: bool = True
+    stimulus_lags: int = Field(20, ge=1, description="stimulus-only ridge: stimulus frames t-1..t-K before each frame")
+    stimulus_components: int = Field(32, ge=1, description="spatial principal components of the stimulus used")
+    lds_dims: int = Field(64, ge=1, description="PCA latent dimension of the linear dynamical model")
+
+
 class LatentEval(Section):
     horizon: int | None = Field(None, ge=1, description="roll-out steps (default: max(2000, 10 x tu x ems))")
     n_starts: int = Field(20, ge=1, description="seeded roll-out start points per dataset")
     seed: int = 0
     rollouts: list[Literal["latent", "activity"]] = Field(["latent", "activity"], min_length=1)
     trace_neurons_per_type: int = Field(1, ge=1)
+    baselines: LatentBaselinesConfig = LatentBaselinesConfig()
+    input_cell_types: list[str] | None = Field(
+        None, description="cell types the stimulus drives directly, left out of the 'without inputs' metrics "
+        "(default: the recording's input roles: R1-R8 for the simulated fly)"
+    )
     early_stopping: EarlyStopping = EarlyStopping()
 
 

@@ -7,8 +7,9 @@ every cross-validation recording, so numbers are comparable across epochs and ru
 
 Validation metrics (normalised units, MSE) for each loss multiple m = 1..ems:
 ``val/mse_at_{m*tu}`` for the model, ``val/mean_baseline_at_{..}`` for the constant
-training-mean predictor and ``val/copy_baseline_at_{..}`` for copy-last (the start frame
-repeated). ``val/loss`` (checkpoint selection) is the model's mean over multiples.
+training-mean predictor, ``val/copy_baseline_at_{..}`` for copy-last (the start frame
+repeated), and ``val/stimulus_baseline_at_{..}`` / ``val/lds_baseline_at_{..}`` for the
+stimulus-only ridge and the PCA linear dynamics (:mod:`neurocast.eval.latent_baselines`). ``val/loss`` (checkpoint selection) is the model's mean over multiples.
 Cross-validation sets log the same under ``cv/<name>/...``.
 """
 
@@ -169,6 +170,10 @@ class LatentTask:
                 )
         self.stopper = EarlyStopping(es.metric == "stable_horizon", es.min_improvement, es.patience)
         self.last_stop_record: dict[str, Any] = {}
+        self._baselines = None
+        self._neuron_variance: np.ndarray | None = None
+        #: set name -> share of its variance due to process noise (set by whoever knows the data)
+        self.noise_shares: dict[str, float] = {}
 
     # ------------------------------------------------------------------ schedule
     @property
@@ -194,8 +199,13 @@ class LatentTask:
 
     # ------------------------------------------------------------------ batches
     def n_batches(self, epoch: int) -> int:
+        """Batches per epoch: ``data_passes_per_epoch`` passes over the range's windows *on the
+        observation grid* (one window per tu frames), whatever the acquisition: time-aligned
+        windows can only start there, while staggered or fully observed ones may start at any
+        frame, which would otherwise make an epoch tu times longer (19x at tu = 20)."""
         bs = self.cfg.training.batch_size
-        return self.cfg.training.data_passes_per_epoch * math.ceil(self.n_valid / bs)
+        per_pass = self.n_valid if self.acq.aligned_starts else math.ceil(self.n_valid / self.tu)
+        return self.cfg.training.data_passes_per_epoch * math.ceil(per_pass / bs)
 
     def batches(self, epoch: int):
         bs = self.cfg.training.batch_size
@@ -239,12 +249,24 @@ class LatentTask:
         """Per-multiple MSE of the model and the two baselines (normalised units)."""
         model = self.model
         tu, ems = self.tu, self.ems
-        sums = np.zeros((3, ems))
         counts = np.zeros(ems)
         recon_sum, recon_n = 0.0, 0
         chunk = es.windows.load_chunk(es.windows.t0, min(es.windows.t1, es.windows.t0 + es.windows.chunk_frames))
         local = es.starts - chunk.t0
         mean_pred = torch.as_tensor(self.norm.apply(self.norm.data_mean), device=self.device)
+        base = self.baselines
+        stim_pred = None
+        lags = 0
+        if base is not None and base.stimulus is not None:
+            from neurocast.eval.rollout import _stimulus_block
+
+            lags = base.stimulus.lags
+            block = _stimulus_block(es.windows, chunk.t0 - lags, chunk.t1 + 1)
+            stim_pred = torch.as_tensor(base.stimulus.predict(block, lags, chunk.t1 - chunk.t0), dtype=torch.float32,
+                                        device=self.device)  # frame chunk.t0 + i at row i
+            stim_block = block[lags:]
+        n_pred = 5 if stim_pred is not None else 3
+        sums = np.zeros((n_pred, ems))
         for i in range(0, local.size, batch_size):
             b = make_batch(chunk, local[i : i + batch_size], self.steps, self.window, self.staggered)
             z = model.encode(b.x0)
@@ -253,6 +275,13 @@ class LatentTask:
             recon_n += b.x0.shape[0]
             s_enc = model.encode_stimulus(b.stim)
             idx = {st: j for j, st in enumerate(b.steps)}
+            rows = local[i : i + batch_size]
+            lds = None
+            if stim_pred is not None:
+                x0 = b.x0.cpu().numpy()
+                st = np.stack([stim_block[r : r + self.window] for r in rows])
+                scored = np.asarray(b.steps)
+                lds = torch.as_tensor(base.lds.rollout(x0, st, self.window, scored), dtype=torch.float32, device=self.device)
             for k in range(1, self.window + 1):
                 z = model.evolve(z, None if s_enc is None else s_enc[:, k - 1])
                 m = (k - 1) // tu  # multiple this step belongs to (staggered: whole interval)
@@ -264,7 +293,10 @@ class LatentTask:
                 target = b.targets[:, j]
                 mask = None if b.masks is None else b.masks[:, j]
                 pred = model.decode(z)
-                for r, p in enumerate((pred, mean_pred.expand_as(target), b.x0)):
+                others = ()
+                if stim_pred is not None:
+                    others = (stim_pred[torch.as_tensor(rows + k, device=self.device)], lds[:, j])
+                for r, p in enumerate((pred, mean_pred.expand_as(target), b.x0, *others)):
                     err = (p - target) ** 2
                     if mask is None:
                         sums[r, m] += float(err.sum())
@@ -278,9 +310,15 @@ class LatentTask:
             out[f"mse_at_{step}"] = float(mse[0, m])
             out[f"mean_baseline_at_{step}"] = float(mse[1, m])
             out[f"copy_baseline_at_{step}"] = float(mse[2, m])
+            if n_pred > 3:
+                out[f"stimulus_baseline_at_{step}"] = float(mse[3, m])
+                out[f"lds_baseline_at_{step}"] = float(mse[4, m])
         out["loss"] = float(mse[0].mean())
         out["mean_baseline"] = float(mse[1].mean())
         out["copy_baseline"] = float(mse[2].mean())
+        if n_pred > 3:
+            out["stimulus_baseline"] = float(mse[3].mean())
+            out["lds_baseline"] = float(mse[4].mean())
         out["windows"] = int(local.size)
         return out
 
@@ -290,6 +328,49 @@ class LatentTask:
             for k, v in self.evaluate_set(es).items():
                 out[f"{es.name}/{k}"] = v
         return out
+
+    # ------------------------------------------------------------------ baselines
+    @property
+    def baselines(self):
+        """Stimulus-only ridge and PCA linear dynamics fitted on the observed training frames (once)."""
+        if self._baselines is None:
+            from neurocast.eval.latent_baselines import BaselineSpec, LatentBaselines
+
+            b = self.cfg.eval.baselines
+            spec = BaselineSpec(stimulus_lags=b.stimulus_lags, stimulus_components=b.stimulus_components,
+                                lds_dims=b.lds_dims, chunk=self.cfg.data.chunk_frames)
+            self._baselines = LatentBaselines(self.train, spec) if b.enabled else False
+        return self._baselines or None
+
+    @property
+    def neuron_variance(self) -> np.ndarray:
+        """(N,) per-neuron variance of the observed training frames, in normalised units."""
+        if self._neuron_variance is None:
+            from neurocast.eval.rollout import windows_variance
+
+            self._neuron_variance = windows_variance(self.train, per_neuron=True)[1]
+        return self._neuron_variance
+
+    def input_neurons(self, rec: Recording) -> np.ndarray:
+        """(N,) bool: neurons of the input cell types (eval.input_cell_types, else the recording's
+        cell types whose role is "input": R1-R8 for the simulated fly)."""
+        types = self.cfg.eval.input_cell_types
+        if types is None:
+            roles = (rec.provenance or {}).get("cell_type_roles") or {}
+            types = [t for t, r in roles.items() if r == "input"]
+        if not types or rec.cell_types is None:
+            return np.zeros(rec.N, dtype=bool)
+        return np.isin(rec.cell_types, list(types))
+
+    def rollout_context(self, name: str) -> dict[str, Any]:
+        """What a roll-out evaluation of set ``name`` compares against (see evaluate_rollouts)."""
+        es = next(e for e in self.evalsets if e.name == name)
+        return {
+            "baselines": self.baselines,
+            "neuron_variance": self.neuron_variance,
+            "input_neurons": self.input_neurons(es.windows.rec),
+            "noise_share": self.noise_shares.get(name),
+        }
 
     # ------------------------------------------------------------------ early stopping
     def stop_check(self, epoch: int, record: dict[str, Any]) -> tuple[bool, str]:
