@@ -49,7 +49,15 @@ class ForecastData(Section):
     split: tuple[float, float, float] = Field((0.6, 0.2, 0.2), description="train/val/test fractions inside each block")
     train_stride: int = Field(1, ge=1)
     eval_stride: int = Field(1, ge=1)
-    normalization: Literal["zscore", "center", "none"] = Field("zscore", description="per unit, fitted on training frames only")
+    normalization: Literal["zscore", "center", "none"] = Field(
+        "zscore", description="per unit, fitted on the frames that normalization_fit names"
+    )
+    normalization_fit: Literal["train", "whole_recording"] = Field(
+        "train",
+        description="frames the normalisation and PCA are fitted on (and that filters run over): train = training "
+        "pieces only (filters inside each piece); whole_recording = every frame of the session, the published POCO "
+        "protocol, which leaks validation/test statistics into the inputs (labelled LEAKING in summaries and reports)",
+    )
     pca_components: int | None = Field(None, ge=1, description="project onto the leading PCs of the training frames")
     filter: FilterSpec = FilterSpec()
     downsample: int = Field(1, ge=1, description="temporal downsampling by block averaging (before splitting)")
