@@ -68,7 +68,7 @@ def adapt_run(run_dir, data_path, *, steps=None, lr=None, budget=None, seconds=N
     load_model_state(model, state["model"], str(ckpt))
     if not hasattr(model, "embedding_names"):
         raise ConfigError(f"model {cfg.model.kind!r} has no per-session embeddings to adapt (use a POCO run)")
-    options = {"dt": dt if dt is not None else spec.dt}
+    options = {**spec.options, "dt": dt if dt is not None else spec.dt}
     recs = recordings_by_session(Path(data_path), **{k: v for k, v in options.items() if v is not None})
     data_cfg = cfg.data.model_copy(update={"held_out_sessions": []})
     sessions = prepare_sessions([(dname, list(recs.values()), spec.resample_dt)], data_cfg)

@@ -61,7 +61,7 @@ def load_forecast_data(data: ForecastData) -> tuple[list[Session], list[str], di
     for spec in data.datasets:
         path = dataset_path(data, spec)
         paths[spec.name] = str(path.resolve())
-        options = {} if spec.dt is None else {"dt": spec.dt}
+        options = {**spec.options, **({} if spec.dt is None else {"dt": spec.dt})}
         recs = recordings_by_session(path, format=spec.format, **options) if spec.format else recordings_by_session(path, **options)
         if spec.sessions is not None:
             missing = [s for s in spec.sessions if s not in recs]

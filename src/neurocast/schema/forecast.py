@@ -19,6 +19,11 @@ class DatasetSpec(Section):
     simulation: str | None = Field(None, description="simulation config to run (or reuse) instead of a path")
     format: str | None = Field(None, description="force a source (see `neurocast data formats`)")
     dt: float | None = Field(None, gt=0, description="frame interval for files that do not store it (zebrafish CSV)")
+    options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="source options, as `neurocast data info --option`: e.g. series: DfOverF/plane0 (nwb), "
+        "trace: trace_original (wormwideweb), stimulus: all (nwb)",
+    )
     resample_dt: float | None = Field(None, gt=0, description="resample every session to this frame interval")
     sessions: list[str] | None = Field(None, description="only these session ids (default: all in the folder)")
     weight: float = Field(1.0, gt=0, description="weight of this dataset's loss")
