@@ -320,6 +320,9 @@ def test_trimmed_flavell_file_that_cannot_be_reconciled(tmp_path):
     trimmed_copy(src, bad, np.arange(500), [(1, 300), (250, 500)])
     with pytest.raises(DataError, match=r"idx_splits ranges .* must be increasing, non-overlapping and 1-based"):
         load_recordings(bad)
+    trimmed_copy(src, tmp_path / "b-data.h5", np.arange(800), [(1, 300), (250, 800)])  # untrimmed: not needed
+    (rec,) = load_recordings(tmp_path / "b-data.h5")
+    assert rec.T == 800 and rec.boundaries.size == 0 and "non-overlapping" in rec.provenance["idx_splits_ignored"]
     with h5py.File(bad, "a") as g:
         del g["gcamp/idx_splits"]
     with pytest.raises(DataError, match=r"has T=500 frames and there is no gcamp/idx_splits"):

@@ -68,8 +68,11 @@ class FlavellHDF5:
             if activity.ndim != 2:
                 raise DataError(f"{path}: {key} must be 2-D (T, N), got shape {activity.shape}")
             T = activity.shape[0]
-            splits = _splits(f, path)
-            frames, trimmed = _frames(path, key, T, None if time is None else time.size, splits)
+            splits, bad_splits = _splits(f, path)
+            n_time = None if time is None else time.size
+            if bad_splits and n_time not in (None, T):
+                raise DataError(bad_splits)  # a trimmed file needs them to say which frames it holds
+            frames, trimmed = _frames(path, key, T, n_time, splits)
             if trimmed:
                 time = time[frames]
             lengths = [b - a + 1 for a, b in splits] if splits else [T]
@@ -100,6 +103,8 @@ class FlavellHDF5:
         provenance = {"source": self.name, "file": str(path), "trace": trace, "dropped_all_nan_behavior": dropped}
         if splits:
             provenance["idx_splits"] = [list(r) for r in splits]
+        if bad_splits:
+            provenance["idx_splits_ignored"] = bad_splits
         if trimmed:
             provenance["trimmed"] = (
                 f"trace has {T} of the {trimmed} timestamped frames; loaded the frames idx_splits names "
@@ -120,23 +125,23 @@ class FlavellHDF5:
         ]
 
 
-def _splits(f, path: Path) -> list[tuple[int, int]]:
-    """``gcamp/idx_splits`` as [(start, end)] (1-based, inclusive); [] when absent."""
+def _splits(f, path: Path) -> tuple[list[tuple[int, int]], str | None]:
+    """(``gcamp/idx_splits`` as [(start, end)], 1-based inclusive, or []; what is wrong with them, or None)."""
     if "gcamp/idx_splits" not in f:
-        return []
+        return [], None
     arr = np.asarray(f["gcamp/idx_splits"][()])
     if arr.ndim == 1 and arr.size == 2:
         arr = arr[:, None]
     if arr.ndim != 2 or 2 not in arr.shape or not np.issubdtype(arr.dtype, np.number):
-        raise DataError(f"{path}: gcamp/idx_splits must be a (2, k) array of start/end frames, got shape {arr.shape}")
+        return [], f"{path}: gcamp/idx_splits must be a (2, k) array of start/end frames, got shape {arr.shape}"
     pairs = arr.T if arr.shape[0] == 2 else arr  # the lab's exporter writes (2, k): starts, then ends
     out = [(int(a), int(b)) for a, b in pairs]
     prev = 0
     for a, b in out:
         if not prev < a <= b:
-            raise DataError(f"{path}: gcamp/idx_splits ranges {out} must be increasing, non-overlapping and 1-based")
+            return [], f"{path}: gcamp/idx_splits ranges {out} must be increasing, non-overlapping and 1-based"
         prev = b
-    return out
+    return out, None
 
 
 def _frames(path: Path, key: str, T: int, n_time: int | None, splits) -> tuple[np.ndarray, int]:
