@@ -17,7 +17,7 @@ import yaml
 
 from neurocast.checkpoints import load_checkpoint, load_model_state, save_checkpoint
 from neurocast.config import validate
-from neurocast.data.forecast_data import prepare_sessions
+from neurocast.data.forecast_data import normalization_protocol, prepare_sessions
 from neurocast.errors import ConfigError, RunError
 from neurocast.eval.adaptation import adapt_session, mean_curve
 from neurocast.models.factory import build_forecaster
@@ -96,6 +96,7 @@ def adapt_run(run_dir, data_path, *, steps=None, lr=None, budget=None, seconds=N
         "run": str(sr.path), "checkpoint": str(ckpt), "data": str(data_path), "dataset": dname, "steps": steps,
         "lr": lr, "params": params, "init": init, "support_windows": budget, "support_seconds": seconds,
         "sessions": [r.summary() for r in results],
+        "protocol": normalization_protocol(cfg.data),
     })
     steps_arr, mean = mean_curve(results)
     forecast_figures.adaptation_curves({f"{len(results)} session(s), mean": (steps_arr, mean)},
