@@ -3,6 +3,7 @@
     python benchmarks/poco.py [--data ../shared/data] [--steps 1000] [--seeds 0 1 2]
     python benchmarks/poco.py --models poco nlinear --protocols train whole_recording --threads 1 --no-timing
     python benchmarks/poco.py --timing-only
+    python benchmarks/poco.py --render-only      # rewrite results/poco.md from results/poco.json
 
 (a) Score table: POCO, its Perceiver-only ablation and every baseline (univariate MLP,
     NLinear, DLinear, TSMixer, GRU) trained on all six Flavell-lab sessions
@@ -181,7 +182,9 @@ def render(protocols: dict, timing: dict | None) -> str:
     lines += ["## Commands", ""] + [f"{i + 1}. `{c.rsplit(' (', 1)[0]}` ({c.rsplit(' (', 1)[1]}" for i, c in
                                     enumerate(commands)] + [""]
     if timing:
-        lines += [f"POCO training step, 64 windows x 130 units: {timing['seconds_per_step_median']:.3f} s (median)", ""]
+        when = f"; measured {timing['measured']} with {timing['threads']} torch threads" if "measured" in timing else ""
+        lines += [f"POCO training step, 64 windows x 130 units: {timing['seconds_per_step_median']:.3f} s "
+                  f"(median{when})", ""]
     return "\n".join(lines)
 
 
@@ -196,7 +199,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads of the training runs")
     ap.add_argument("--timing-only", action="store_true")
     ap.add_argument("--no-timing", action="store_true", help="skip the step-time measurement")
+    ap.add_argument("--render-only", action="store_true", help="rewrite results/poco.md from results/poco.json")
     args = ap.parse_args()
+    if args.render_only:
+        saved = json.loads((RESULTS / "poco.json").read_text())
+        (RESULTS / "poco.md").write_text(render(saved["protocols"], saved.get("timing")))
+        return
     res: dict = {}
     if not args.no_timing:
         res["timing"] = step_time()
@@ -225,12 +233,27 @@ def main() -> None:
     if train:
         best = max(train, key=lambda m: train[m]["score"]["mean"])
         res["targets"] = {"poco_above_every_baseline_train_protocol": best.startswith("poco")}
-    if "timing" not in res:
-        prev = json.loads((RESULTS / "poco.json").read_text()).get("timing") if (RESULTS / "poco.json").exists() else None
-        if prev:
-            res["timing"] = {k: v for k, v in prev.items() if k != "anchor_seconds_per_step"}
+    if "timing" in res:
+        res["timing"].update(measured=time.strftime("%Y-%m-%d %H:%M"), threads=torch.get_num_threads())
+    else:
+        res["timing"] = previous_timing()
     (RESULTS / "poco.md").write_text(render(protocols, res.get("timing")))
     print(f"written {save('poco', res)}")
+
+
+def previous_timing() -> dict | None:
+    """The step time recorded by an earlier run (kept when this run does not measure it)."""
+    path = RESULTS / "poco.json"
+    if not path.exists():
+        return None
+    prev = json.loads(path.read_text())
+    t = prev.get("timing")
+    if not t:
+        return None
+    t = {k: v for k, v in t.items() if k != "anchor_seconds_per_step"}
+    t.setdefault("measured", prev.get("machine", {}).get("date", "?"))
+    t.setdefault("threads", prev.get("machine", {}).get("torch_threads", "?"))
+    return t
 
 
 if __name__ == "__main__":
