@@ -1,13 +1,18 @@
 """POCO and every baseline on the shared C. elegans sessions, and POCO's step time.
 
     python benchmarks/poco.py [--data ../shared/data] [--steps 1000] [--seeds 0 1 2]
+    python benchmarks/poco.py --models poco nlinear --protocols train whole_recording --threads 1 --no-timing
     python benchmarks/poco.py --timing-only
+    python benchmarks/poco.py --render-only      # rewrite results/poco.md from results/poco.json
 
 (a) Score table: POCO, its Perceiver-only ablation and every baseline (univariate MLP,
     NLinear, DLinear, TSMixer, GRU) trained on all six Flavell-lab sessions
     (celegans_flavell, resampled to 0.6 s) with the same splits, steps and seeds; the
     test prediction score of the best-validation checkpoint, mean and 95% interval over
-    seeds. The exact command is recorded with the results.
+    seeds, under each normalisation protocol asked for (``data.normalization_fit``:
+    ``train``, neurocast's default, or ``whole_recording``, the published POCO protocol,
+    which leaks). Results accumulate per (protocol, model): a run replaces the rows it
+    measured and keeps the others, each row with the exact command that produced it.
 (b) Seconds per training step (forward + backward + AdamW) of POCO for a batch of 64
     windows of 130-neuron sessions, against the anchor's ~6.8 s on the same machine.
 Results: benchmarks/results/poco.json and poco.md.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -70,18 +76,28 @@ def step_time(repeats: int = 10) -> dict:
             "batch": B, "units": D, "anchor_seconds_per_step": 6.8, "target_seconds": 0.5}
 
 
-def score_table(data: Path, steps: int, seeds: list[int], models: list[str], val_every: int) -> dict:
+PROTOCOLS = {
+    "train": "train: normalisation fitted on training frames only (neurocast's default)",
+    "whole_recording": "whole_recording: fitted on whole recordings, the published POCO protocol (LEAKING)",
+}
+
+
+def score_table(data: Path, steps: int, seeds: list[int], models: list[str], val_every: int, protocol: str,
+                threads: int | None) -> dict:
     import yaml
 
     cfg = {
         "base": str(ROOT / "configs" / "_poco_common.yaml"),
         "task": "forecast_compare",
-        "name": "bench_poco_celegans",
-        "data": {"root": str(data), "datasets": [{"name": "celegans", "path": "celegans_flavell", "resample_dt": 0.6}]},
+        "name": f"bench_poco_celegans_{protocol}",
+        "data": {"root": str(data), "datasets": [{"name": "celegans", "path": "celegans_flavell", "resample_dt": 0.6}],
+                 "normalization_fit": protocol},
         "training": {"max_steps": steps, "val_every": val_every, "val_windows": 512, "seeds": seeds},
         "models": {m: MODELS[m] for m in models},
         "logging": {"tensorboard": False},
     }
+    if threads:
+        cfg["training"]["num_threads"] = threads
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.yaml"
         path.write_text(yaml.safe_dump(cfg))
@@ -92,13 +108,84 @@ def score_table(data: Path, steps: int, seeds: list[int], models: list[str], val
             raise SystemExit(out.stderr)
         run = Path(out.stdout.strip().splitlines()[-1])
         summary = json.loads((run / "summary.json").read_text())
-        table = (run / "comparison.md").read_text()
+    if summary["protocol"]["normalization_fit"] != protocol:
+        raise SystemExit(f"the run used normalization_fit={summary['protocol']['normalization_fit']}, not {protocol}")
     rows = {}
     for label, r in summary["models"].items():
         d = r["datasets"]["celegans"]
-        rows[label] = {k: d[k] for k in ("score", "mse", "mae")}
-    return {"config": cfg, "command": "neurocast train <config above> (written by benchmarks/poco.py)",
-            "wall_seconds": time.perf_counter() - t, "models": rows, "table_md": table}
+        rows[label] = {**{k: d[k] for k in ("score", "mse", "mae")}, "seeds": summary["models"][label]["seeds"]}
+    return {"config": cfg, "wall_seconds": time.perf_counter() - t, "models": rows}
+
+
+def load_previous() -> dict:
+    """{protocol: {model: row}} from results/poco.json (older single-protocol files count as train)."""
+    path = RESULTS / "poco.json"
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    if "protocols" in old:
+        return old["protocols"]
+    sc = old.get("scores")
+    if not sc:
+        return {}
+    when = old.get("machine", {}).get("date", "?")
+    cmd = sc.get("invocation", "python benchmarks/poco.py").strip()
+    return {"train": {m: {**r, "seeds": sc["config"]["training"]["seeds"], "invocation": cmd, "date": when,
+                          "config": sc["config"]} for m, r in sc["models"].items()}}
+
+
+def _score(r: dict) -> str:
+    return f"{r['score']['mean']:.3f} ± {r['score']['ci95']:.3f}"
+
+
+def render(protocols: dict, timing: dict | None) -> str:
+    from neurocast.report.tables import markdown_table
+
+    lines = [f"# POCO benchmark ({time.strftime('%Y-%m-%d')})", "",
+             "All six Flavell-lab C. elegans sessions (celegans_flavell), resampled to 0.6 s, context 48, horizon 16, "
+             "the POCO presets' training settings; test prediction score (1 - MSE / MSE(copy-last)) of the "
+             "best-validation checkpoint, mean ± 95% interval over seeds. Each row names the command that measured it.",
+             ""]
+    both = [m for m in MODELS if all(m in protocols.get(p, {}) for p in PROTOCOLS)]
+    if both:
+        lines += ["## The two normalisation protocols side by side", "",
+                  "`whole_recording` z-scores each session over all its frames, as POCO's published scores do: "
+                  "statistics of the validation and test frames enter the inputs (LEAKING). Scores are in each "
+                  "protocol's own normalised units.", ""]
+        from neurocast.eval.metrics import mean_ci95
+
+        rows = []
+        for m in both:
+            a, b = protocols["train"][m], protocols["whole_recording"][m]
+            if a["config"]["training"] != b["config"]["training"] or a["seeds"] != b["seeds"]:
+                continue  # measured with different settings: not a pair
+            d, h = mean_ci95([y - x for x, y in zip(a["score"]["values"], b["score"]["values"])])
+            rows.append([m, _score(a), _score(b), f"{d:+.3f} ± {h:.3f}"])
+        lines += [markdown_table(["model", "train", "whole_recording (LEAKING)", "difference (paired by seed)"], rows),
+                  ""]
+    commands: list[str] = []
+    for p, title in PROTOCOLS.items():
+        if not protocols.get(p):
+            continue
+        rows = []
+        for m in MODELS:
+            r = protocols[p].get(m)
+            if r is None:
+                continue
+            cmd = f"{r['invocation']} ({r['date']})"
+            if cmd not in commands:
+                commands.append(cmd)
+            rows.append([m, _score(r), f"{r['mse']['mean']:.4g}", f"{r['mae']['mean']:.4g}", str(len(r["seeds"])),
+                         f"[{commands.index(cmd) + 1}]"])
+        lines += [f"## {title}", "", markdown_table(["model", "test score", "test MSE", "test MAE", "seeds", "command"],
+                                                     rows), ""]
+    lines += ["## Commands", ""] + [f"{i + 1}. `{c.rsplit(' (', 1)[0]}` ({c.rsplit(' (', 1)[1]}" for i, c in
+                                    enumerate(commands)] + [""]
+    if timing:
+        when = f"; measured {timing['measured']} with {timing['threads']} torch threads" if "measured" in timing else ""
+        lines += [f"POCO training step, 64 windows x 130 units: {timing['seconds_per_step_median']:.3f} s "
+                  f"(median{when})", ""]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -107,29 +194,66 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--val-every", type=int, default=25)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--models", nargs="+", default=list(MODELS))
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
+    ap.add_argument("--threads", type=int, default=None, help="torch threads of the training runs")
     ap.add_argument("--timing-only", action="store_true")
+    ap.add_argument("--no-timing", action="store_true", help="skip the step-time measurement")
+    ap.add_argument("--render-only", action="store_true", help="rewrite results/poco.md from results/poco.json")
     args = ap.parse_args()
-    res = {"timing": step_time()}
-    t = res["timing"]
-    print(f"POCO step (64 windows x 130 units): {t['seconds_per_step_median']:.3f} s median "
-          f"(target <= 0.5 s; the anchor's code ~6.8 s here)", flush=True)
-    if not args.timing_only:
-        data = Path(args.data)
-        if not (data / "celegans_flavell").is_dir():
-            raise SystemExit(f"{data}/celegans_flavell not found (--data)")
-        res["scores"] = score_table(data, args.steps, args.seeds, args.models, args.val_every)
-        res["scores"]["invocation"] = "python benchmarks/poco.py " + shlex.join(sys.argv[1:])
-        print(res["scores"]["table_md"])
-        best = max(res["scores"]["models"].items(), key=lambda kv: kv[1]["score"]["mean"])
-        res["targets"] = {"poco_above_every_baseline": best[0].startswith("poco"),
-                          "step_le_0.5s": t["seconds_per_step_median"] <= 0.5}
-        (RESULTS / "poco.md").write_text(
-            f"# POCO benchmark ({time.strftime('%Y-%m-%d')})\n\n{res['scores']['invocation']}\n\n"
-            f"{res['scores']['table_md']}\nPOCO training step, 64 windows x 130 units: "
-            f"{t['seconds_per_step_median']:.3f} s (median)\n")
-    path = save("poco" if not args.timing_only else "poco_timing", res)
-    print(f"written {path}")
+    if args.render_only:
+        saved = json.loads((RESULTS / "poco.json").read_text())
+        (RESULTS / "poco.md").write_text(render(saved["protocols"], saved.get("timing")))
+        return
+    res: dict = {}
+    if not args.no_timing:
+        res["timing"] = step_time()
+        print(f"POCO step (64 windows x 130 units): {res['timing']['seconds_per_step_median']:.3f} s median "
+              "(target <= 0.5 s)", flush=True)
+    if args.timing_only:
+        print(f"written {save('poco_timing', res)}")
+        return
+    data = Path(args.data)
+    if not (data / "celegans_flavell").is_dir():
+        raise SystemExit(f"{data}/celegans_flavell not found (--data)")
+    protocols = load_previous()
+    env = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if os.environ.get("OMP_NUM_THREADS") else ""
+    invocation = env + "python benchmarks/poco.py " + shlex.join(sys.argv[1:])
+    res["runs"] = []
+    for p in args.protocols:
+        sc = score_table(data, args.steps, args.seeds, args.models, args.val_every, p, args.threads)
+        sc["invocation"] = invocation
+        res["runs"].append({"protocol": p, **sc})
+        for m, r in sc["models"].items():
+            protocols.setdefault(p, {})[m] = {**r, "invocation": invocation, "date": time.strftime("%Y-%m-%d"),
+                                              "config": sc["config"]}
+        print(f"{p}: " + ", ".join(f"{m} {_score(r)}" for m, r in sc["models"].items()), flush=True)
+    res["protocols"] = protocols
+    train = protocols.get("train", {})
+    if train:
+        best = max(train, key=lambda m: train[m]["score"]["mean"])
+        res["targets"] = {"poco_above_every_baseline_train_protocol": best.startswith("poco")}
+    if "timing" in res:
+        res["timing"].update(measured=time.strftime("%Y-%m-%d %H:%M"), threads=torch.get_num_threads())
+    else:
+        res["timing"] = previous_timing()
+    (RESULTS / "poco.md").write_text(render(protocols, res.get("timing")))
+    print(f"written {save('poco', res)}")
+
+
+def previous_timing() -> dict | None:
+    """The step time recorded by an earlier run (kept when this run does not measure it)."""
+    path = RESULTS / "poco.json"
+    if not path.exists():
+        return None
+    prev = json.loads(path.read_text())
+    t = prev.get("timing")
+    if not t:
+        return None
+    t = {k: v for k, v in t.items() if k != "anchor_seconds_per_step"}
+    t.setdefault("measured", prev.get("machine", {}).get("date", "?"))
+    t.setdefault("threads", prev.get("machine", {}).get("torch_threads", "?"))
+    return t
 
 
 if __name__ == "__main__":

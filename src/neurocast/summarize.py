@@ -6,7 +6,8 @@ shows only the hyperparameters whose values differ between runs, and the key met
 
 * latent: best and final validation loss, best epoch, and (if analysed) the stable
   horizon and roll-out MSE of the latent roll-out on every evaluated set;
-* forecasting: test score (mean over seeds), MSE and MAE per dataset;
+* forecasting: test score (mean over seeds), MSE and MAE per dataset, and the normalisation
+  protocol (``whole_recording (LEAKING)`` for the published POCO protocol);
 * any run: status.
 
 It also writes ``summary.csv`` and ``summary_plots.png`` (each metric against each varied
@@ -55,6 +56,10 @@ def metrics_of(run: Path) -> dict[str, Any]:
     summ = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
     status = (run / "status").read_text().strip() if (run / "status").exists() else "?"
     m: dict[str, Any] = {"status": status}
+    if summ.get("task") in ("forecast", "forecast_compare", "ttt_compare"):
+        proto = summ.get("protocol") or {}
+        fit = proto.get("normalization_fit", "train")
+        m["normalization_fit"] = f"{fit} (LEAKING)" if proto.get("leaking") else fit
     if summ.get("task") == "latent":
         m["best_val_loss"] = summ.get("best_val_loss")
         m["final_val_loss"] = summ.get("final_val_loss")

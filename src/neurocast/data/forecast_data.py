@@ -14,6 +14,10 @@ Every session (one Recording) goes through, in order:
    no filter ever carries information across a split boundary;
 6. optional PCA fitted on the training pieces only (scores are not whitened).
 
+``normalization_fit: whole_recording`` reproduces the published POCO protocol instead:
+steps 4-6 use every frame of the session (filters run over each continuous segment of the
+recording). It leaks, and :func:`normalization_protocol` says so wherever a result is written.
+
 Windows of ``context + horizon`` frames lie inside one piece (never across a block,
 split or recording boundary); a piece of n frames gives n - (C + P) + 1 windows at stride 1.
 """
@@ -131,6 +135,24 @@ def filter_pieces(x: np.ndarray, pieces: list[tuple[int, int]], spec: FilterSpec
     return out.astype(np.float32)
 
 
+def normalization_protocol(cfg: ForecastData) -> dict:
+    """How the session statistics were fitted; recorded in every summary and report of a run."""
+    leaking = cfg.normalization_fit == "whole_recording"
+    note = ("LEAKING: normalisation, PCA and filters fitted on whole recordings (the published POCO protocol), "
+            "so validation and test statistics enter the inputs; not comparable with normalization_fit: train"
+            if leaking else "normalisation, PCA and filters fitted on training frames only")
+    return {"normalization_fit": cfg.normalization_fit, "leaking": leaking, "note": note}
+
+
+def _fit_frames(cfg: ForecastData, pieces: dict[str, list], T: int, bounds: np.ndarray) -> tuple[np.ndarray, list]:
+    """(rows the statistics are fitted on, spans filters run over) for the chosen protocol."""
+    if cfg.normalization_fit == "whole_recording":
+        edges = [0, *np.asarray(bounds, dtype=np.int64).tolist(), T]
+        return np.arange(T), list(zip(edges[:-1], edges[1:]))
+    rows = np.concatenate([np.arange(a, b) for a, b in pieces["train"]]) if pieces["train"] else np.zeros(0, int)
+    return rows, [p for s in SPLITS for p in pieces[s]]
+
+
 def prepare_sessions(
     datasets: list[tuple[str, list[Recording], float | None]],
     cfg: ForecastData,
@@ -173,25 +195,24 @@ def prepare_sessions(
                     f"session {name!r} has {T} frames (after downsampling), fewer than context + horizon = {L}"
                 )
             pieces = split_pieces(T, cfg.block_length, cfg.split, bounds)
-            train_rows = np.concatenate([np.arange(a, b) for a, b in pieces["train"]]) if pieces["train"] else np.zeros(0, int)
-            if train_rows.size == 0:
+            if not pieces["train"]:
                 raise DataError(f"session {name!r} has no training frames")
-            mean = x[train_rows].mean(0)
-            std = x[train_rows].std(0)
+            fit_rows, filter_spans = _fit_frames(cfg, pieces, T, bounds)
+            mean = x[fit_rows].mean(0)
+            std = x[fit_rows].std(0)
             if cfg.normalization == "zscore":
                 x = (x - mean) / np.where(std > 1e-8, std, 1.0)
             elif cfg.normalization == "center":
                 x = x - mean
-            all_pieces = [p for s in SPLITS for p in pieces[s]]
-            x = filter_pieces(x.astype(np.float32), all_pieces, cfg.filter, dt)
+            x = filter_pieces(x.astype(np.float32), filter_spans, cfg.filter, dt)
             units = [str(u) for u in rec.neuron_ids]
-            stats = {"mean": mean, "std": std}
+            stats = {"mean": mean, "std": std, "normalization_fit": cfg.normalization_fit}
             if cfg.pca_components:
                 k_pc = min(cfg.pca_components, x.shape[1])
-                xt = x[train_rows] - x[train_rows].mean(0)
+                xt = x[fit_rows] - x[fit_rows].mean(0)
                 _, _, vt = np.linalg.svd(xt.astype(np.float64), full_matrices=False)
                 comps = vt[:k_pc].T.astype(np.float32)
-                x = (x - x[train_rows].mean(0)) @ comps
+                x = (x - x[fit_rows].mean(0)) @ comps
                 units = [f"pc{i}" for i in range(k_pc)]
                 stats["pca_components"] = comps
             s = Session(name, d_index, np.ascontiguousarray(x, dtype=np.float32), dt, pieces, units,

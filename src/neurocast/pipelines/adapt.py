@@ -17,7 +17,7 @@ import yaml
 
 from neurocast.checkpoints import load_checkpoint, load_model_state, save_checkpoint
 from neurocast.config import validate
-from neurocast.data.forecast_data import prepare_sessions
+from neurocast.data.forecast_data import normalization_protocol, prepare_sessions
 from neurocast.errors import ConfigError, RunError
 from neurocast.eval.adaptation import adapt_session, mean_curve
 from neurocast.models.factory import build_forecaster
@@ -68,7 +68,7 @@ def adapt_run(run_dir, data_path, *, steps=None, lr=None, budget=None, seconds=N
     load_model_state(model, state["model"], str(ckpt))
     if not hasattr(model, "embedding_names"):
         raise ConfigError(f"model {cfg.model.kind!r} has no per-session embeddings to adapt (use a POCO run)")
-    options = {"dt": dt if dt is not None else spec.dt}
+    options = {**spec.options, "dt": dt if dt is not None else spec.dt}
     recs = recordings_by_session(Path(data_path), **{k: v for k, v in options.items() if v is not None})
     data_cfg = cfg.data.model_copy(update={"held_out_sessions": []})
     sessions = prepare_sessions([(dname, list(recs.values()), spec.resample_dt)], data_cfg)
@@ -96,6 +96,7 @@ def adapt_run(run_dir, data_path, *, steps=None, lr=None, budget=None, seconds=N
         "run": str(sr.path), "checkpoint": str(ckpt), "data": str(data_path), "dataset": dname, "steps": steps,
         "lr": lr, "params": params, "init": init, "support_windows": budget, "support_seconds": seconds,
         "sessions": [r.summary() for r in results],
+        "protocol": normalization_protocol(cfg.data),
     })
     steps_arr, mean = mean_curve(results)
     forecast_figures.adaptation_curves({f"{len(results)} session(s), mean": (steps_arr, mean)},

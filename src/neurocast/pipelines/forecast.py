@@ -22,7 +22,7 @@ import yaml
 
 from neurocast.checkpoints import load_checkpoint, load_model_state, seed_everything
 from neurocast.config import config_hash, to_yaml, validate
-from neurocast.data.forecast_data import Session, prepare_sessions, session_table
+from neurocast.data.forecast_data import Session, normalization_protocol, prepare_sessions, session_table
 from neurocast.errors import ConfigError, DataError, RunError
 from neurocast.eval.metrics import mean_ci95
 from neurocast.models.factory import build_forecaster
@@ -61,7 +61,7 @@ def load_forecast_data(data: ForecastData) -> tuple[list[Session], list[str], di
     for spec in data.datasets:
         path = dataset_path(data, spec)
         paths[spec.name] = str(path.resolve())
-        options = {} if spec.dt is None else {"dt": spec.dt}
+        options = {**spec.options, **({} if spec.dt is None else {"dt": spec.dt})}
         recs = recordings_by_session(path, format=spec.format, **options) if spec.format else recordings_by_session(path, **options)
         if spec.sessions is not None:
             missing = [s for s in spec.sessions if s not in recs]
@@ -142,6 +142,8 @@ def finish_seed(cfg, task: ForecastTask, run: RunDir, names: list[str], train_su
     """Test on the best-validation checkpoint; figures; validation predictions as arrays."""
     best = run.checkpoints / "best.pt"
     ckpt = best if best.exists() else run.checkpoints / "final.pt"
+    protocol = normalization_protocol(cfg.data)
+    leak = " [LEAKING: normalised on whole recordings]" if protocol["leaking"] else ""
     state = load_checkpoint(ckpt, map_location=task.device)
     load_model_state(task.model, state["model"], str(ckpt))
     test = task.evaluate("test")
@@ -151,10 +153,10 @@ def finish_seed(cfg, task: ForecastTask, run: RunDir, names: list[str], train_su
         run.figures / "val_predictions.npz",
         **{f"{k.replace('/', '__')}__{field}": v for k, d in preds.items() for field, v in d.items()},
     )
-    forecast_figures.per_horizon_error(test["sessions"], names, f"test error per horizon step ({ckpt.name})",
+    forecast_figures.per_horizon_error(test["sessions"], names, f"test error per horizon step ({ckpt.name}){leak}",
                                        run.figures / "per_horizon_error.png")
     forecast_figures.session_scores({k: v["score"] for k, v in test["sessions"].items()},
-                                    "test prediction score per session", run.figures / "session_scores.png")
+                                    f"test prediction score per session{leak}", run.figures / "session_scores.png")
     first = next(iter(preds))
     p = preds[first]
     sess = next(s for s in task.sessions if s.name == first)
@@ -168,6 +170,7 @@ def finish_seed(cfg, task: ForecastTask, run: RunDir, names: list[str], train_su
     summary = {
         **train_summary,
         "checkpoint_tested": ckpt.name,
+        "protocol": protocol,
         "test": {**strip(test), "sessions": {k: {x: v[x] for x in ("score", "mse", "mae", "copy_mse", "windows")}
                                              for k, v in test["sessions"].items()}},
         "val": strip(val),
@@ -304,17 +307,20 @@ def _complete(cfg, run: RunDir, sessions, names, device, resume: bool) -> RunDir
     models = dict(cfg.models) if cfg.task == "forecast_compare" else {None: cfg.model}
     with run.status_on_error():
         results = _run_models(cfg, models, run, sessions, names, device, resume)
-    summary = {"task": cfg.task, "experiment": cfg.name, "datasets": names,
+    protocol = normalization_protocol(cfg.data)
+    summary = {"task": cfg.task, "experiment": cfg.name, "datasets": names, "protocol": protocol,
                "sessions": {s.name: {"units": s.D, "frames": s.T, "held_out": s.held_out} for s in sessions}}
     if cfg.task == "forecast_compare":
         summary["models"] = {k: v for k, v in results.items()}
         header, rows = compare_table(results, names)
-        (run.path / "comparison.md").write_text(markdown_table(header, rows) + "\n")
-        print(format_table(header, rows))
+        banner = f"> {protocol['note']}\n\n" if protocol["leaking"] else ""
+        (run.path / "comparison.md").write_text(banner + markdown_table(header, rows) + "\n")
     else:
         summary.update(results[None])
         header, rows = compare_table({cfg.model.kind: results[None]}, names)
-        print(format_table(header, rows))
+    if protocol["leaking"]:
+        print(protocol["note"])
+    print(format_table(header, rows))
     terminated = any(
         (RunDir(p).status == "terminated") for p in run.path.rglob("seeds/*") if (p / "status").exists()
     )

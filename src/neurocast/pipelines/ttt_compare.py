@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from neurocast.config import config_hash, to_yaml
+from neurocast.data.forecast_data import normalization_protocol
 from neurocast.eval.metrics import mean_ci95
 from neurocast.pipelines.forecast import load_forecast_data, resolved_config, train_forecast
 from neurocast.progress import info
@@ -54,8 +55,9 @@ def train_ttt_compare(cfg: TTTCompare, run_path: str | Path | None = None) -> Ru
             mcfg = method_config(resolved, method)
             mrun = train_forecast(mcfg, run.path / "methods" / method)
             results[method] = collect(mrun)
-        summary = compare(results, run.path)
-    run.write_summary({"task": "ttt_compare", "experiment": cfg.name, **summary})
+        protocol = normalization_protocol(cfg.data)
+        summary = compare(results, run.path, protocol)
+    run.write_summary({"task": "ttt_compare", "experiment": cfg.name, "protocol": protocol, **summary})
     run.set_status("complete")
     return run
 
@@ -70,7 +72,7 @@ def collect(mrun: RunDir) -> dict[int, dict[str, Any]]:
     return out
 
 
-def compare(results: dict[str, dict[int, dict[str, Any]]], folder: Path) -> dict[str, Any]:
+def compare(results: dict[str, dict[int, dict[str, Any]]], folder: Path, protocol: dict | None = None) -> dict[str, Any]:
     header = ["method", "budget", "zero-shot score", "adapted score", "long fine-tune score", "steps to 95%",
               "s / train step", "seeds"]
     rows, table, curves = [], {}, {}
@@ -98,7 +100,11 @@ def compare(results: dict[str, dict[int, dict[str, Any]]], folder: Path) -> dict
             steps = np.asarray(per[0]["steps"])
             mean = np.mean([p["mean_score"] for p in per], axis=0)
             curves[f"{method}, {b}"] = (steps, mean)
-    (folder / "comparison.md").write_text(markdown_table(header, rows) + "\n")
+    leaking = bool(protocol and protocol["leaking"])
+    banner = f"> {protocol['note']}\n\n" if leaking else ""
+    (folder / "comparison.md").write_text(banner + markdown_table(header, rows) + "\n")
+    if leaking:
+        print(protocol["note"])
     with open(folder / "comparison.csv", "w", newline="") as f:
         csv.writer(f).writerows([header, *rows])
     forecast_figures.adaptation_curves(curves, "adaptation to held-out sessions: mean over seeds",

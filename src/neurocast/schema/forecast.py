@@ -19,6 +19,11 @@ class DatasetSpec(Section):
     simulation: str | None = Field(None, description="simulation config to run (or reuse) instead of a path")
     format: str | None = Field(None, description="force a source (see `neurocast data formats`)")
     dt: float | None = Field(None, gt=0, description="frame interval for files that do not store it (zebrafish CSV)")
+    options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="source options, as `neurocast data info --option`: e.g. series: DfOverF/plane0 (nwb), "
+        "trace: trace_original (wormwideweb), stimulus: all (nwb)",
+    )
     resample_dt: float | None = Field(None, gt=0, description="resample every session to this frame interval")
     sessions: list[str] | None = Field(None, description="only these session ids (default: all in the folder)")
     weight: float = Field(1.0, gt=0, description="weight of this dataset's loss")
@@ -49,7 +54,15 @@ class ForecastData(Section):
     split: tuple[float, float, float] = Field((0.6, 0.2, 0.2), description="train/val/test fractions inside each block")
     train_stride: int = Field(1, ge=1)
     eval_stride: int = Field(1, ge=1)
-    normalization: Literal["zscore", "center", "none"] = Field("zscore", description="per unit, fitted on training frames only")
+    normalization: Literal["zscore", "center", "none"] = Field(
+        "zscore", description="per unit, fitted on the frames that normalization_fit names"
+    )
+    normalization_fit: Literal["train", "whole_recording"] = Field(
+        "train",
+        description="frames the normalisation and PCA are fitted on (and that filters run over): train = training "
+        "pieces only (filters inside each piece); whole_recording = every frame of the session, the published POCO "
+        "protocol, which leaks validation/test statistics into the inputs (labelled LEAKING in summaries and reports)",
+    )
     pca_components: int | None = Field(None, ge=1, description="project onto the leading PCs of the training frames")
     filter: FilterSpec = FilterSpec()
     downsample: int = Field(1, ge=1, description="temporal downsampling by block averaging (before splitting)")

@@ -1,7 +1,8 @@
 """Sources: plugins that turn files (or simulations) into Recordings.
 
-A source is an object with a ``name``, a one-line ``description``, ``matches(path)``
-(can it read this file or folder?) and ``load(path, options) -> list[Recording]``.
+A source is an object with a ``name``, a one-line ``description``, the file ``patterns`` it
+reads (for ``neurocast data formats``), ``matches(path)`` (can it read this file or folder?)
+and ``load(path, options) -> list[Recording]``.
 Adding a dataset means adding one source: write a module with a class like the ones in
 this package, decorate it with :func:`register_source`, and import it here (or expose it
 from your own package through the ``neurocast.sources`` entry-point group).
@@ -22,6 +23,7 @@ from neurocast.errors import DataError
 class Source(Protocol):
     name: str
     description: str
+    patterns: str
 
     def matches(self, path: Path) -> bool: ...
 
@@ -72,7 +74,9 @@ def load_recordings(
     ``format`` forces a source by name; otherwise the source is found from the path.
     ``options`` go to the source (for example ``dt=0.2`` for zebrafish CSV files).
     A folder that is not itself a store loads every file in it that a source can read,
-    in sorted order; files a source reads as companions (coordinates) are skipped.
+    in sorted order, and likewise inside its subfolders (a DANDI download keeps each
+    subject's NWB files in ``sub-*/``); files a source reads as companions (coordinates)
+    are skipped.
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -81,13 +85,7 @@ def load_recordings(
     if src is not None:
         recs = src.load(path, options)
     elif path.is_dir():
-        recs = []
-        for child in sorted(path.iterdir()):
-            if child.name.startswith(".") or ".partial-" in child.name:
-                continue
-            child_src = _find_source(child, format)
-            if child_src is not None:
-                recs.extend(child_src.load(child, options))
+        recs = _load_folder(path, format, options)
         if not recs:
             known = "; ".join(f"{s.name}: {s.description}" for s in sources().values())
             raise DataError(f"{path}: no readable session files in this folder (known formats: {known})")
@@ -101,7 +99,20 @@ def load_recordings(
     return recs
 
 
+def _load_folder(path: Path, format: str | None, options: Mapping[str, Any]) -> list[Recording]:
+    recs: list[Recording] = []
+    for child in sorted(path.iterdir()):
+        if child.name.startswith(".") or ".partial-" in child.name:
+            continue
+        child_src = _find_source(child, format)
+        if child_src is not None:
+            recs.extend(child_src.load(child, options))
+        elif child.is_dir() and not child.is_symlink():
+            recs.extend(_load_folder(child, format, options))
+    return recs
+
+
 # Built-in sources register themselves on import.
-from neurocast.data.sources import flavell, store_source, zebrafish  # noqa: E402,F401
+from neurocast.data.sources import flavell, nwb, store_source, wormwideweb, zebrafish  # noqa: E402,F401
 
 __all__ = ["Source", "load_recordings", "register_source", "sources"]

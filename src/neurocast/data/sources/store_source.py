@@ -15,6 +15,7 @@ from neurocast.data.store import is_store, open_recording
 class StoreSource:
     name = "store"
     description = "neurocast recording store (a .zarr folder)"
+    patterns = "<name>.zarr folders written by neurocast"
 
     def matches(self, path: Path) -> bool:
         return path.is_dir() and is_store(path)

@@ -59,7 +59,8 @@ def _is_float(s: str) -> bool:
 @register_source
 class ZebrafishTectumCSV:
     name = "zebrafish_csv"
-    description = "zebrafish tectum CSV (<fish>_activity_matrix.csv, one row per neuron; needs dt)"
+    description = "zebrafish tectum CSV, one row per neuron (needs dt)"
+    patterns = "<fish>_activity_matrix.csv (+ <fish>_cell_coordinates.csv)"
 
     def matches(self, path: Path) -> bool:
         return path.is_file() and path.name.endswith(SUFFIX)
