@@ -144,3 +144,19 @@ def test_analysis_fans_out_over_a_sweep(tiny_fly, tmp_path, run_cli):
         assert (trial / "analysis" / "epochs.csv").exists()
     code, out, err = run_cli("analyze", folder, "--epoch", "final", "--executor", "lsf", "--dry-run")
     assert code == 0 and "#BSUB" in out and out.count(" analyze ") >= 2
+
+
+def test_summary_table_fits_the_terminal_and_plots_runs_that_are_not_a_grid(tmp_path):
+    from neurocast.summarize import is_grid, plot, readable_table, short_names
+
+    varied = ["training.unconnected_to_zero.num_neurons", "training.seed", "training.acquisition_mode.seed"]
+    assert short_names(varied) == {varied[0]: "num_neurons", varied[1]: "training.seed",
+                                   varied[2]: "acquisition_mode.seed"}
+    table = [{"run": f"experiment_{i}/seed{i % 2}", varied[0]: 10 * i, varied[1]: i % 2, varied[2]: 42,
+              "status": "diverged" if i == 2 else "complete", "val/pn_in_vs_linear": 0.8 + 0.1 * i} for i in range(4)]
+    text = readable_table(table, varied, ["status", "val/pn_in_vs_linear"], width=60)
+    assert all(len(line) <= 60 for line in text.splitlines() if not line.startswith("  "))
+    assert "num_neurons = training.unconnected_to_zero.num_neurons" in text and "diverged" in text
+    assert text.count("experiment_3/seed1") >= 2  # several blocks, each with the run column
+    assert not is_grid(table, varied[:2])  # 4 runs, 4 x 2 combinations
+    assert plot(table, varied[:2], ["val/pn_in_vs_linear"], tmp_path / "p.png").exists()

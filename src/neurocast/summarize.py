@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,12 @@ def metrics_of(run: Path) -> dict[str, Any]:
                 if lat:
                     m[f"{name}/stable_horizon"] = lat.get("stable_horizon")
                     m[f"{name}/rollout_mse"] = lat.get("mse_overall")
+                    best = (lat.get("best_linear") or {}).get("per_neuron_without_inputs", {})
+                    for seg, short in (("within_training_window", "in"), ("beyond_training_window", "beyond")):
+                        e = best.get(seg)
+                        if e:  # per-neuron MSE without the input cells, and its ratio to the best linear baseline
+                            m[f"{name}/pn_{short}"] = e["model"]
+                            m[f"{name}/pn_{short}_vs_linear"] = e["ratio"]
     elif summ.get("task") in ("forecast", "forecast_compare"):
         groups = summ.get("models") or {summ.get("experiment", "model"): summ}
         for label, g in groups.items():
@@ -87,6 +94,31 @@ def metrics_of(run: Path) -> dict[str, Any]:
                 m[f"{method}/{b}/adapted_score"] = e["adapted_score"]["mean"]
                 m[f"{method}/{b}/steps_to_95"] = e["steps_to_95"]["median"]
     return m
+
+
+def diverged(run: Path) -> bool:
+    """Whether a failed run stopped on a non-finite loss (its metrics.jsonl logs the event)."""
+    p = run / "metrics.jsonl"
+    try:
+        return p.exists() and '"event": "diverged"' in p.read_text()
+    except OSError:
+        return False
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """Each dotted key's shortest unique trailing part (training.unconnected_to_zero.num_neurons ->
+    num_neurons unless another key ends the same)."""
+    out = {}
+    for k in keys:
+        parts = k.split(".")
+        for n in range(1, len(parts) + 1):
+            cand = ".".join(parts[-n:])
+            if sum(1 for o in keys if o == cand or o.endswith("." + cand)) == 1:
+                out[k] = cand
+                break
+        else:
+            out[k] = k
+    return out
 
 
 def collect(root: str | Path) -> tuple[list[str], list[str], list[dict[str, Any]]]:
@@ -120,6 +152,9 @@ def summarize(root: str | Path, as_json: bool = False, sort: str | None = None) 
 
         table.sort(key=key)
     columns = ["run", *varied, *metric_keys]
+    for t in table:  # a failed run that stopped on a non-finite loss says so
+        if t.get("status") == "failed" and diverged(Path(root).expanduser() / t["run"]):
+            t["status"] = "diverged"
     root = Path(root).expanduser()
     with open(root / "summary.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -130,18 +165,66 @@ def summarize(root: str | Path, as_json: bool = False, sort: str | None = None) 
     if as_json:
         print(json.dumps({"varied": varied, "metrics": metric_keys, "runs": table}, indent=2, default=str))
     else:
-        print(format_table(columns, [[fmt(t.get(c)) if not isinstance(t.get(c), str) else t.get(c) for c in columns]
-                                     for t in table]))
+        print(readable_table(table, varied, metric_keys))
     return table
 
 
+def readable_table(table: list[dict[str, Any]], varied: list[str], metric_keys: list[str], width: int | None = None) -> str:
+    """The table as is when it fits the terminal; otherwise with short column names, split into
+    blocks that fit (each block repeats the run column), the long names listed under it."""
+    import shutil
+
+    import sys
+
+    wrap = width is not None or sys.stdout.isatty() or "COLUMNS" in os.environ  # a file or pipe gets whole lines
+    width = width or shutil.get_terminal_size((160, 40)).columns
+    columns = [*varied, *metric_keys]
+    cells = {c: [fmt(t.get(c)) if not isinstance(t.get(c), str) else t.get(c) for t in table] for c in ["run", *columns]}
+    full = format_table(["run", *columns], [[cells[c][i] for c in ["run", *columns]] for i in range(len(table))])
+    if not wrap or max(len(line) for line in full.splitlines()) <= width:
+        return full
+    names = short_names(varied)
+    short = {**names, **{m: m.replace("cv/", "") for m in metric_keys}}
+    run_w = max(len("run"), *(len(x) for x in cells["run"]))
+    blocks, block, used = [], [], run_w
+    for c in columns:
+        w = max(len(short[c]), *(len(x) for x in cells[c])) + 2
+        if block and used + w > width:
+            blocks.append(block)
+            block, used = [], run_w
+        block.append(c)
+        used += w
+    if block or not blocks:
+        blocks.append(block)
+    out = []
+    for b in blocks:
+        out.append(format_table(["run", *(short[c] for c in b)],
+                                [[cells["run"][i], *(cells[c][i] for c in b)] for i in range(len(table))]))
+    legend = [f"  {short[k]} = {k}" for k in varied if short[k] != k]
+    if legend:
+        out.append("columns:\n" + "\n".join(legend))
+    return "\n\n".join(out)
+
+
+def is_grid(table: list[dict[str, Any]], varied: list[str]) -> bool:
+    """Whether the runs are a grid over the varied hyperparameters (every combination, once or per seed)."""
+    combos = {tuple(json.dumps(t.get(k), default=str) for k in varied) for t in table}
+    size = 1
+    for k in varied:
+        size *= len({json.dumps(t.get(k), default=str) for t in table})
+    return len(varied) <= 3 and size == len(combos)
+
+
 def plot(table: list[dict[str, Any]], varied: list[str], metrics: list[str], path: Path) -> Path | None:
-    """Each numeric metric against each varied hyperparameter (one panel per pair)."""
+    """Each numeric metric against each varied hyperparameter (one panel per pair) when the runs
+    form a grid; otherwise one panel per metric with a bar per run."""
     from neurocast.report.figures import _save, plt
 
     metrics = [m for m in metrics if any(isinstance(t.get(m), (int, float)) for t in table)]
-    if not varied or not metrics:
+    if not metrics:
         return None
+    if not varied or not is_grid(table, varied):
+        return bar_plot(table, metrics, path)
     fig, axes = plt.subplots(len(metrics), len(varied), figsize=(3.6 * len(varied), 2.8 * len(metrics)), squeeze=False)
     for i, m in enumerate(metrics):
         for j, h in enumerate(varied):
@@ -158,4 +241,26 @@ def plot(table: list[dict[str, Any]], varied: list[str], metrics: list[str], pat
             ax.set_xlabel(h, fontsize=7)
             ax.set_ylabel(m, fontsize=7)
             ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def bar_plot(table: list[dict[str, Any]], metrics: list[str], path: Path) -> Path:
+    """One panel per metric, one bar per run (runs that do not form a grid of hyperparameters)."""
+    from neurocast.report.figures import _save, plt
+
+    cols = min(3, len(metrics))
+    rows = -(-len(metrics) // cols)
+    names = [t["run"] if len(t["run"]) <= 28 else "..." + t["run"][-25:] for t in table]
+    fig, axes = plt.subplots(rows, cols, figsize=(max(4.5, 0.35 * len(table) + 2) * cols, 3.2 * rows), squeeze=False)
+    for i, m in enumerate(metrics):
+        ax = axes[i // cols][i % cols]
+        ys = [t.get(m) if isinstance(t.get(m), (int, float)) else float("nan") for t in table]
+        ax.bar(range(len(ys)), ys, color="tab:blue")
+        ax.set_xticks(range(len(ys)))
+        ax.set_xticklabels(names, rotation=60, ha="right", fontsize=6)
+        ax.set_ylabel(m, fontsize=7)
+        ax.set_xlabel("run", fontsize=7)
+        ax.grid(alpha=0.3, axis="y")
+    for j in range(len(metrics), rows * cols):
+        axes[j // cols][j % cols].axis("off")
     return _save(fig, path)
