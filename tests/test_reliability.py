@@ -264,8 +264,8 @@ def test_a_missing_emptied_or_changed_chunk_is_an_error_naming_store_array_and_f
             data[len(data) // 2] ^= 0xFF
             chunk.write_bytes(bytes(data))
         with pytest.raises(DataError, match=rf"store {path} is damaged: array 'channels/activity' frames \[1024, 1536\)"):
-            open_recording(path)
-        code, out, err = run_cli("data", "info", path)
+            open_recording(path).read()  # missing/emptied: on opening; changed bytes: when read
+        code, out, err = run_cli("data", "verify", path)
         assert code == 2 and len(err.strip().splitlines()) == 1 and str(path) in err
     good = tmp_path / "good.zarr"
     x = _store(good, rng)
@@ -277,6 +277,9 @@ def test_a_missing_emptied_or_changed_chunk_is_an_error_naming_store_array_and_f
     st = (good / "channels/activity/c/1/0").stat()
     (good / "channels/activity/c/1/0").write_bytes(bytes(data))
     os.utime(good / "channels/activity/c/1/0", ns=(st.st_atime_ns, st.st_mtime_ns))  # damage that hides its time
+    with pytest.raises(DataError, match=r"frames \[512, 1024\): .* does not match its checksum"):
+        open_recording(good).read(0, 600)
+    assert np.array_equal(open_recording(good).read(1024, 3000), x[1024:])  # the intact chunks still read
     code, out, err = run_cli("data", "verify", tmp_path)
     assert code == 2 and "does not match its checksum" in out and "4 of 4 stores" in err
 
@@ -349,6 +352,7 @@ def test_disk_full_is_one_line_naming_the_checkpoint_and_resume_uses_the_checkpo
     monkeypatch.undo()
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "cannot write checkpoint" in err and "latest.pt: no space left on device" in err
+    assert "the run keeps best.pt" in err and "--resume" in err
     run = next((tmp_path / "runs" / "test_latent").glob("2*"))
     assert (run / "status").read_text().strip() == "failed" and (run / "checkpoints" / "best.pt").exists()
     code, out, err = run_cli("train", "--resume", run)  # best.pt (epoch 1) is a complete checkpoint

@@ -220,7 +220,7 @@ class RunDir:
             if not folder.is_dir():
                 continue
             for f in folder.iterdir():
-                if f.name.startswith(".") and ".tmp" in f.name and f.is_file():
+                if f.name.startswith(".") and ".tmp" in f.name and (f.is_file() or f.is_symlink()):
                     f.unlink(missing_ok=True)
         return self
 

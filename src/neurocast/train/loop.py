@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from neurocast.checkpoints import capture_rng_state, load_checkpoint, load_model_state, restore_rng_state, save_checkpoint
-from neurocast.errors import CheckpointError, TrainingError
+from neurocast.errors import CheckpointError, StorageError, TrainingError
 from neurocast.progress import info, progress
 from neurocast.runs import RunDir
 from neurocast.train.tracking import Tracker
@@ -128,7 +128,13 @@ class Trainer:
     def save(self, name: str) -> Path | None:
         if self.run is None:
             return None
-        path = save_checkpoint(self.run.checkpoints / name, self._state())
+        try:
+            path = save_checkpoint(self.run.checkpoints / name, self._state())
+        except StorageError as exc:  # say what survives and how to go on
+            kept = sorted(p.name for p in self.run.checkpoints.glob("*.pt"))
+            advice = (f"the run keeps {', '.join(kept)}; free some space, then `neurocast train --resume {self.run.path}`"
+                      if kept else "no checkpoint was written yet: the run starts again from scratch")
+            raise StorageError(f"{exc}; {advice}") from None
         self.saved[name] = self.epoch
         return path
 
