@@ -115,7 +115,9 @@ class FileLock:
         """
         held = _HELD.get(_key(self.path))
         if held is not None:
-            return held
+            if held.fd is not None and held._same_file(held.fd):
+                return held
+            held.release(remove=False)  # its file was replaced (the folder removed and made again)
         deadline = None if wait is None else time.monotonic() + wait
         announced = False
         while True:
@@ -169,8 +171,10 @@ class FileLock:
 
     @staticmethod
     def _write_holder(fd: int) -> None:
+        prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+        prog = "neurocast" if prog in ("__main__.py", "neurocast") else prog
         info = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:300]}
+                "command": " ".join([prog, *sys.argv[1:]])[:300]}
         data = (json.dumps(info) + "\n").encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, data, 0)

@@ -80,9 +80,16 @@ def _cmd_data_verify(args: argparse.Namespace) -> int:
     else:
         stores = sorted(c for c in path.iterdir() if is_store(c) and not c.name.startswith(".")
                         and ".partial-" not in c.name) if path.is_dir() else []
-        if not stores:
+        if not stores and not (path / "COMPLETE").is_file():
             raise DataError(f"{path} is not a neurocast store and holds none")
     rows, bad = [], []
+    listed = (path / "COMPLETE").read_text().split()[1:] if (path / "COMPLETE").is_file() else []
+    for name in listed:  # a simulated dataset names its stores: a missing or unrecognisable one is damage
+        if not is_store(path / name):
+            problem = f"store {path / name} is {'missing' if not (path / name).exists() else 'not readable (no zarr.json)'}"
+            rows.append({"store": str(path / name), "ok": False, "manifest": False, "problems": [problem], "files": 0,
+                         "bytes": 0, "seconds": 0.0})
+            bad.append((path / name, [problem]))
     for store in stores:
         t0 = time.perf_counter()
         try:

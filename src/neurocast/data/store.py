@@ -177,7 +177,7 @@ def _where(key: str, manifest: dict[str, Any]) -> str:
     """Which array and frames a store file holds, for messages."""
     array, sep, index = key.partition("/c/")
     if not sep:
-        return f"file {key}"
+        return "metadata"
     try:
         first = int(index.split("/")[0])
     except ValueError:
@@ -202,8 +202,10 @@ def verify_store(path: str | os.PathLike, mode: str = "full") -> list[str]:
     path = Path(path)
     manifest = read_manifest(path)
     if manifest is None:
-        raise DataError(f"store {path} has no {MANIFEST} (written by an older neurocast or not closed): "
-                        "it cannot be verified; write it again")
+        if store_attrs(path).get("manifest"):
+            raise DataError(f"store {path} is damaged: its {MANIFEST} is missing")
+        raise DataError(f"store {path} has no {MANIFEST} (written by an older neurocast): it cannot be verified; "
+                        "write it again")
     problems: list[str] = []
     recheck: list[tuple[str, Path, int, int]] = []
     for key, entry in sorted(manifest["files"].items()):
@@ -245,6 +247,14 @@ def verify_store(path: str | os.PathLike, mode: str = "full") -> list[str]:
         except OSError:
             pass  # read-only: the next check hashes those chunks again
     return problems
+
+
+def store_attrs(path: str | os.PathLike) -> dict[str, Any]:
+    """The attributes of a store's root zarr.json ({} when unreadable)."""
+    try:
+        return json.loads((Path(path) / "zarr.json").read_text()).get("attributes", {}) or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
 
 
 def damage_message(path: Path, problems: list[str]) -> str:

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 import shutil
 
 from neurocast.config import ConfigError, config_hash, to_yaml, validate
-from neurocast.data.store import damage_message, is_store, read_manifest, verify_store
+from neurocast.data.store import damage_message, is_store, verify_store
 from neurocast.errors import DataError
 from neurocast.locks import FileLock, describe
 from neurocast.progress import info, warn
@@ -89,7 +89,7 @@ def dataset_lock(folder: Path) -> FileLock:
     that is simulating into the same folder, then returns the held lock."""
     folder = Path(folder)
     return FileLock(folder.parent / f".{folder.name}.lock", f"dataset {folder}").acquire(
-        wait=None, on_wait=lambda h: info(f"waiting for {describe(h)} to finish writing {folder}"))
+        wait=None, on_wait=lambda h: warn(f"waiting for {describe(h)} to finish writing {folder}"))
 
 
 def store_problem(path: Path, mode: str = "changed") -> str | None:
@@ -99,9 +99,7 @@ def store_problem(path: Path, mode: str = "changed") -> str | None:
     if not is_store(path):
         return "it is not a neurocast store"
     try:
-        if read_manifest(path) is None:
-            return "it has no manifest (written by an older neurocast), so it cannot be verified"
-        problems = verify_store(path, mode)
+        problems = verify_store(path, mode)  # a missing manifest raises: unverifiable or damaged
     except DataError as exc:
         return str(exc)
     return damage_message(path, problems) if problems else None

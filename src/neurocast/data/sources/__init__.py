@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from neurocast.data.recording import Recording
+from neurocast.data.store import is_store
 from neurocast.errors import DataError
 
 
@@ -85,6 +86,8 @@ def load_recordings(
         for child in sorted(path.iterdir()):
             if child.name.startswith(".") or ".partial-" in child.name:
                 continue
+            if child.suffix == ".zarr" and child.is_dir() and not is_store(child):  # never skip a damaged store
+                raise DataError(f"{child} is not a readable neurocast store (its zarr.json is missing or damaged)")
             child_src = _find_source(child, format)
             if child_src is not None:
                 recs.extend(child_src.load(child, options))
