@@ -60,10 +60,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"config file {path}: invalid YAML{where}: {problem}") from None
+        raise ConfigError(f"config file {path}: {describe_yaml_error(exc)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path}: cannot read: {exc}") from None
     if data is None:
@@ -75,6 +72,14 @@ def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
         base_path = Path(base) if Path(base).is_absolute() else path.parent / base
         data = deep_merge(_read_yaml(base_path, seen + (path.resolve(),)), data)
     return data
+
+
+def describe_yaml_error(exc: Exception) -> str:
+    """'invalid YAML (line L, column C): problem' for a YAML parse error."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"invalid YAML{where}: {problem}"
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -153,13 +153,12 @@ def read_yaml_mapping(path: Path, what: str = "config") -> dict[str, Any]:
     """A YAML mapping from a file; a damaged file is a one-line RunError naming it."""
     import yaml
 
+    from neurocast.config import describe_yaml_error
+
     try:
         data = yaml.safe_load(Path(path).read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RunError(f"{what} {path} is damaged (invalid YAML{where}: {problem})") from None
+        raise RunError(f"{what} {path} is damaged ({describe_yaml_error(exc)})") from None
     except OSError as exc:
         raise (storage_error(exc, path, "read") or RunError(f"cannot read {path}: {exc.strerror or exc}")) from None
     if data is None:
