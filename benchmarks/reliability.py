@@ -56,47 +56,23 @@ ENV = {**os.environ, "NEUROCAST_QUIET": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_TH
        "PYTHONUNBUFFERED": "1"}
 NEUROCAST = [sys.executable, "-m", "neurocast"]
 
-TINY_FLY = {
-    "task": "fly_simulation", "name": "tiny_fly", "output_root": "data",
-    "network": {"extent": 1, "excitatory_gain": 0.9, "inhibitory_factor": 2.0},
-    "dynamics": {"dt": 0.02, "noise_std": 0.01, "warmup_s": 0.5},
-    "batch": 4,
-    "recordings": {
-        "train": {"duration_s": 50.0, "sequences": 4, "seed": 1,
-                  "stimulus": {"families": {"natural": 1.0}, "segment_s": [1.0, 3.0], "seed": 1}},
-        "cv": {"duration_s": 30.0, "sequences": 1, "noise_std": 0.0, "seed": 2,
-               "stimulus": {"families": {"moving_edges": 1.0, "gratings": 1.0}, "seed": 2}},
-    },
-}
-TINY_RNN = {"task": "rnn_simulation", "name": "tiny_rnn", "output_root": "data", "n_units": 60, "n_sessions": 5,
-            "observed_units": 24, "connectivity_noise": 0.3, "duration_s": 60.0, "downsample": 5, "seed": 1}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import TINY_FLY, TINY_RNN, forecast_config, latent_config  # noqa: E402 - the test suite's small data
+
+TINY_FLY = {**TINY_FLY, "output_root": "data"}
+TINY_RNN = {**TINY_RNN, "output_root": "data"}
 
 
-def latent_cfg(data: str, epochs: int = 6) -> dict:
-    return {
-        "task": "latent", "name": "rel_latent", "runs_dir": "runs",
-        "data": {"path": data, "split": {"train_start": 0, "train_end": 4000, "validation_start": 8000,
-                                         "validation_end": 10000},
-                 "cross_validation": [{"recording": "cv", "name": "motion"}]},
-        "model": {"latent_dims": 32, "encoder": {"num_hidden_units": 64}, "decoder": {"num_hidden_units": 64},
-                  "evolver": {"num_hidden_units": 64},
-                  "stimulus_encoder": {"num_hidden_units": 16, "num_output_dims": 8}},
-        "training": {"time_units": 5, "evolve_multiple_steps": 2, "epochs": epochs, "batch_size": 64,
-                     "learning_rate": 2e-3, "validation_windows": 64, "seed": 3, "num_threads": 1,
-                     "save_checkpoint_every_n_epochs": 2},
-        "logging": {"tensorboard": True},
-    }
+def latent_cfg(data: str) -> dict:
+    cfg = latent_config(data, epochs=6, num_threads=1, save_checkpoint_every_n_epochs=2)
+    cfg.update(name="rel_latent", runs_dir="runs", logging={"tensorboard": True})
+    return cfg
 
 
 def forecast_cfg(data: str) -> dict:
-    return {
-        "task": "forecast", "name": "rel_forecast", "runs_dir": "runs",
-        "data": {"datasets": [{"name": "rnn", "path": data}], "context": 16, "horizon": 4, "block_length": 600},
-        "model": {"kind": "poco", "token_length": 4, "hidden": 32, "heads": 2, "head_dim": 16,
-                  "conditioning_dim": 64},
-        "training": {"max_steps": 60, "val_every": 10, "batch_size": 16, "val_windows": 32, "num_threads": 1},
-        "logging": {"tensorboard": True},
-    }
+    cfg = forecast_config(data, max_steps=60, val_every=10, num_threads=1)
+    cfg.update(name="rel_forecast", runs_dir="runs", logging={"tensorboard": True})
+    return cfg
 
 
 def nc(*args, cwd: Path, timeout: float = 900, **kw) -> subprocess.CompletedProcess:

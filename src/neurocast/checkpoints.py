@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from neurocast.atomic import replaced_atomically
 from neurocast.errors import CheckpointError, StorageError, storage_cause
 
 FORMAT = "neurocast-checkpoint"
@@ -53,22 +54,11 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with replaced_atomically(path, lambda exc, p: _write_error(exc, p, payload)) as tmp:
         with open(tmp, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        err = _write_error(exc, path, payload)
-        if err is None:
-            raise
-        raise err from None
     _fsync_dir(path.parent)
     return path
 

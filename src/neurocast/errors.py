@@ -8,6 +8,7 @@ The CLI prints it and exits with status 2; a Python traceback only appears with 
 from __future__ import annotations
 
 import errno as _errno
+from contextlib import contextmanager
 
 
 class NeurocastError(Exception):
@@ -72,3 +73,16 @@ def storage_error(exc: BaseException, path=None, action: str = "write") -> Stora
         return None
     where = getattr(exc, "filename", None) or path or "a file"
     return StorageError(f"cannot {action} {where}: {cause}")
+
+
+@contextmanager
+def environment_errors(path=None, action: str = "write"):
+    """Inside: an OSError the environment caused becomes a one-line StorageError naming the
+    file it concerns (else ``path``); other errors pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        err = storage_error(exc, path, action)
+        if err is None:
+            raise
+        raise err from None

@@ -39,7 +39,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from neurocast.errors import RunError, storage_error
+from neurocast.atomic import replaced_atomically
+from neurocast.errors import RunError, environment_errors
 from neurocast.locks import FileLock, holder, release_under
 
 STATUSES = ("running", "complete", "failed", "terminated")
@@ -118,20 +119,8 @@ def _finite(obj: Any) -> Any:
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a text file atomically (temp file + rename); an environment failure (disk full,
     read-only, permission) is a one-line StorageError naming the file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with replaced_atomically(path) as tmp:
         tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        err = storage_error(exc, path)
-        if err is None:
-            raise
-        raise err from None
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -142,11 +131,10 @@ def write_json(path: Path, data: Any) -> None:
 def read_json(path: Path, what: str = "file") -> Any:
     """JSON from a file; a damaged file is a one-line RunError naming it."""
     try:
-        return json.loads(Path(path).read_text())
+        with environment_errors(path, "read"):
+            return json.loads(Path(path).read_text())
     except (ValueError, UnicodeDecodeError) as exc:
         raise RunError(f"{what} {path} is damaged (not valid JSON: {str(exc).splitlines()[0]})") from None
-    except OSError as exc:
-        raise (storage_error(exc, path, "read") or RunError(f"cannot read {path}: {exc.strerror or exc}")) from None
 
 
 def read_yaml_mapping(path: Path, what: str = "config") -> dict[str, Any]:
@@ -156,11 +144,10 @@ def read_yaml_mapping(path: Path, what: str = "config") -> dict[str, Any]:
     from neurocast.config import describe_yaml_error
 
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        with environment_errors(path, "read"):
+            data = yaml.safe_load(Path(path).read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise RunError(f"{what} {path} is damaged ({describe_yaml_error(exc)})") from None
-    except OSError as exc:
-        raise (storage_error(exc, path, "read") or RunError(f"cannot read {path}: {exc.strerror or exc}")) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -263,7 +250,7 @@ class RunDir:
         parent = Path(runs_dir).expanduser() / experiment
         git = git_info()
         stem = f"{time.strftime('%Y%m%d-%H%M%S')}_{git['commit']}_{config_digest}"
-        try:
+        with environment_errors(parent):
             parent.mkdir(parents=True, exist_ok=True)
             for k in range(10_000):
                 path = parent / (stem if k == 0 else f"{stem}-{k}")
@@ -274,11 +261,6 @@ class RunDir:
                     continue
             else:  # pragma: no cover - 10k runs in one second
                 raise RunError(f"cannot create a new run directory in {parent}")
-        except OSError as exc:
-            err = storage_error(exc, getattr(exc, "filename", None) or parent)
-            if err is None:
-                raise
-            raise err from None
         run = cls.create_at(path, config_yaml, seed=seed, extra_env=extra_env, _exists_ok=True)
         run._link_latest(parent)
         return run
@@ -303,7 +285,7 @@ class RunDir:
 
         if occupied() and not _exists_ok:
             raise RunError(f"run directory {path} already exists and is not empty (runs are never overwritten)")
-        try:
+        with environment_errors(path):
             path.mkdir(parents=True, exist_ok=True)
             run.claim()  # then check again: another process may have filled it meanwhile
             if occupied() and not _exists_ok:
@@ -313,11 +295,6 @@ class RunDir:
             run.figures.mkdir(exist_ok=True)
             write_text_atomic(run.config_path, config_yaml)
             run.metrics_path.touch()
-        except OSError as exc:
-            err = storage_error(exc, getattr(exc, "filename", None) or path)
-            if err is None:
-                raise
-            raise err from None
         env = {
             "versions": _versions(),
             "git": git_info(),
@@ -352,15 +329,9 @@ class RunDir:
     def log(self, record: dict[str, Any]) -> None:
         """Append one JSON line to metrics.jsonl (flushed immediately)."""
         line = json.dumps(_finite(record), default=_json_default)
-        try:
-            with open(self.metrics_path, "a") as f:
-                f.write(line + "\n")
-                f.flush()
-        except OSError as exc:
-            err = storage_error(exc, self.metrics_path)
-            if err is None:
-                raise
-            raise err from None
+        with environment_errors(self.metrics_path), open(self.metrics_path, "a") as f:
+            f.write(line + "\n")
+            f.flush()
 
     def rewrite_metrics(self, records: list[dict[str, Any]]) -> None:
         """Replace metrics.jsonl atomically (resume drops the records of a killed epoch)."""

@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from neurocast.atomic import replaced_atomically
 from neurocast.data.connectome import Connectome
 from neurocast.data.recording import Recording, check_finite
 from neurocast.errors import DataError, StorageError, storage_cause
@@ -263,12 +264,11 @@ def damage_message(path: Path, problems: list[str]) -> str:
 
 
 def _write_manifest_file(folder: Path, manifest: dict[str, Any]) -> None:
-    tmp = folder / f".{MANIFEST}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(json.dumps(manifest, separators=(",", ":")))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, folder / MANIFEST)
+    with replaced_atomically(folder / MANIFEST, lambda exc, p: None) as tmp:
+        with open(tmp, "w") as f:
+            f.write(json.dumps(manifest, separators=(",", ":")))
+            f.flush()
+            os.fsync(f.fileno())
 
 
 class _StoreArray:
