@@ -288,11 +288,14 @@ def concurrent(ws: Path) -> list[dict]:
             time.sleep(0.1)
         return False
 
-    # 1. `train --resume` on a run that is still training
+    # 1. `train --resume` on a run that is still training (paused with SIGSTOP meanwhile, so
+    # that it is surely still alive when the second writer tries)
     run = ws / "runs" / "conc_live"
     proc = start("train", cfg, "--run-dir", run, cwd=ws)
     wait_for(lambda: (run / "checkpoints" / "latest.pt").exists())
+    os.kill(proc.pid, signal.SIGSTOP)
     second = nc("train", "--resume", run, cwd=ws)
+    os.kill(proc.pid, signal.SIGCONT)
     proc.communicate(timeout=900)
     problems = integrity(run, reference)
     out.append({"scenario": "train --resume on a run that is still training", "second_rc": second.returncode,
@@ -323,7 +326,10 @@ def concurrent(ws: Path) -> list[dict]:
     os.kill(drv.pid, signal.SIGKILL)  # the driver dies, its trial (a child process) keeps running
     drv.communicate()
     (trial,) = list((folder / "trials").iterdir())
+    trial_pid = json.loads((trial / ".lock").read_text())["pid"]
+    os.kill(trial_pid, signal.SIGSTOP)  # keep it alive (paused) while the sweep is re-run
     rerun = nc(*sweep, cwd=ws)
+    os.kill(trial_pid, signal.SIGCONT)
     still = trial.exists() and not list((folder / "trials").glob("*.failed-*"))
     wait_for(lambda: (trial / "status").exists() and (trial / "status").read_text().strip() == "complete"
              and not (trial / ".lock").exists())
@@ -673,6 +679,12 @@ def bad_inputs(ws: Path) -> dict:
 # ---------------------------------------------------------------------------- cost
 
 
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
 def cost(ws: Path, frames: int, neurons: int, reps: int) -> dict:
     """Throughput of writing, opening and reading a store with and without the checksums."""
     import neurocast.data.store as st
@@ -716,20 +728,24 @@ def cost(ws: Path, frames: int, neurons: int, reps: int) -> dict:
     a, b = ws / "cost_checked.zarr", ws / "cost_plain.zarr"
     res = {k: [] for k in ("write_with_manifest_s", "write_plain_s", "open_presence_check_s", "open_plain_s",
                            "read_verified_s", "read_plain_s", "data_verify_s")}
-    for _ in range(reps):  # interleaved, so that load changes hit both alike
-        res["write_plain_s"].append(write(b, False))
-        res["write_with_manifest_s"].append(write(a, True))
-        o, r = read(a, False)
-        res["open_plain_s"].append(o)
-        res["read_plain_s"].append(r)
-        o, r = read(a, True)
-        res["open_presence_check_s"].append(o)
-        res["read_verified_s"].append(r)
+    for i in range(reps):  # interleaved, alternating which goes first, so that load and cache hit both alike
+        for checks in ((False, True) if i % 2 else (True, False)):
+            res["write_with_manifest_s" if checks else "write_plain_s"].append(write(a if checks else b, checks))
+        for checks in ((False, True) if i % 2 else (True, False)):
+            o, r = read(a, checks)
+            res["open_presence_check_s" if checks else "open_plain_s"].append(o)
+            res["read_verified_s" if checks else "read_plain_s"].append(r)
         t = time.perf_counter()
         verify_store(a, "full")
         res["data_verify_s"].append(time.perf_counter() - t)
     on_disk = sum(f.stat().st_size for f in a.rglob("*") if f.is_file())
     files = len(json.loads((a / "manifest.json").read_text())["files"])
+    import zlib
+
+    chunks = [f.read_bytes() for f in a.rglob("c/*/*") if f.is_file()]  # the added work itself: CRC-32
+    crc_s = min(_timed(lambda: [zlib.crc32(c) for c in chunks]) for _ in range(3))
+    crc_gbps = sum(map(len, chunks)) / crc_s / 1e9
+    del chunks
     med = {k: float(np.median(v)) for k, v in res.items()}
     shutil.rmtree(a)
     shutil.rmtree(b)
@@ -739,6 +755,8 @@ def cost(ws: Path, frames: int, neurons: int, reps: int) -> dict:
             "read_overhead": med["read_verified_s"] / med["read_plain_s"] - 1,
             "open_presence_check_per_file_us": 1e6 * (med["open_presence_check_s"] - med["open_plain_s"]) / files,
             "data_verify_gb_per_s": on_disk / med["data_verify_s"] / 1e9,
+            "crc32_gb_per_s": crc_gbps,
+            "crc32_seconds_for_the_55GB_store": 55e9 * on_disk / (frames * neurons * 4) / crc_gbps / 1e9,
             "note": "page-cache-warm reads (the store was just written); the 55 GB store of benchmarks/store.py "
                     "has ~6,700 chunk files: the presence check is one stat each"}
 
@@ -764,7 +782,7 @@ def main() -> int:
     ap.add_argument("--only", default="kills,concurrent,stores,bad_inputs,cost")
     ap.add_argument("--cost-frames", type=int, default=100_000)
     ap.add_argument("--cost-neurons", type=int, default=1_300)
-    ap.add_argument("--cost-reps", type=int, default=3)
+    ap.add_argument("--cost-reps", type=int, default=6)
     ap.add_argument("--keep", default=None, help="workspace folder to keep (default: a temporary one, removed)")
     args = ap.parse_args()
     only = set(args.only.split(","))
@@ -798,8 +816,8 @@ def main() -> int:
         if "cost" in only:
             res["cost"] = cost(ws, args.cost_frames, args.cost_neurons, args.cost_reps)
             c = res["cost"]
-            print(f"cost: write +{100 * c['write_overhead']:.1f}%, read +{100 * c['read_overhead']:.1f}%, "
-                  f"verify {c['data_verify_gb_per_s']:.2f} GB/s", flush=True)
+            print(f"cost: write {100 * c['write_overhead']:+.1f}%, read {100 * c['read_overhead']:+.1f}%, "
+                  f"CRC-32 {c['crc32_gb_per_s']:.1f} GB/s, verify {c['data_verify_gb_per_s']:.2f} GB/s", flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(ws, ignore_errors=True)

@@ -210,6 +210,18 @@ class RunDir:
                     f.unlink(missing_ok=True)
         return self
 
+    def claim_for_resume(self) -> "RunDir":
+        """:meth:`claim` a run to continue it; a complete run is refused (checked again once
+        the lock is held: the previous writer may have finished meanwhile)."""
+        for attempt in (0, 1):
+            if self.status == "complete":
+                if attempt:
+                    self.release()
+                raise RunError(f"{self.path} is already complete; start a new run instead")
+            if not attempt:
+                self.claim()
+        return self
+
     def release(self) -> None:
         """Give up this run (and every nested run this process holds)."""
         release_under(self.path)

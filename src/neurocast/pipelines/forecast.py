@@ -22,7 +22,7 @@ import numpy as np
 from neurocast.checkpoints import load_checkpoint, load_model_state, resume_checkpoint, seed_everything
 from neurocast.config import config_hash, to_yaml, validate
 from neurocast.data.forecast_data import Session, prepare_sessions, session_table
-from neurocast.errors import ConfigError, DataError, RunError
+from neurocast.errors import ConfigError, DataError
 from neurocast.eval.metrics import mean_ci95
 from neurocast.models.factory import build_forecaster
 from neurocast.pipelines.common import recordings_by_session, resolve_config_path, select_device, setup_torch
@@ -299,9 +299,7 @@ def resume_forecast(run_path: str | Path) -> RunDir:
     data = run.read_config()
     schema = ForecastCompare if data.get("task") == "forecast_compare" else ForecastExperiment
     cfg = validate(schema, data, f"config {run.config_path}")
-    if run.status == "complete":
-        raise RunError(f"{run.path} is already complete; start a new run instead")
-    run.claim()  # the only writer from here on (fails naming the process that has it)
+    run.claim_for_resume()  # the only writer from here on (fails naming the process that has it)
     try:
         device = _setup(cfg)
         sessions, names, _ = load_forecast_data(cfg.data)

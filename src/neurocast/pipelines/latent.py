@@ -10,7 +10,7 @@ import torch
 from neurocast.checkpoints import resume_checkpoint, seed_everything
 from neurocast.config import config_hash, to_yaml, validate
 from neurocast.data.recording import Recording
-from neurocast.errors import ConfigError, DataError, RunError
+from neurocast.errors import ConfigError, DataError
 from neurocast.pipelines.common import dataset_from_config, recordings_by_session, select_device, setup_torch
 from neurocast.progress import info
 from neurocast.runs import RunDir
@@ -112,9 +112,7 @@ def resume_latent(run_path: str | Path) -> RunDir:
     """Continue a killed (or finished-early) run from its latest checkpoint."""
     run = RunDir.open(run_path)
     cfg = validate(LatentExperiment, run.read_config(), f"config {run.config_path}")
-    if run.status == "complete":
-        raise RunError(f"{run.path} is already complete; start a new run instead")
-    run.claim()  # the only writer from here on (fails naming the process that has it)
+    run.claim_for_resume()  # the only writer from here on (fails naming the process that has it)
     try:
         latest, state = resume_checkpoint(run.checkpoints)
         ensure_run_data(cfg, run)

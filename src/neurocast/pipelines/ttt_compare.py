@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from neurocast.config import config_hash, to_yaml, validate
-from neurocast.errors import RunError
 from neurocast.eval.metrics import mean_ci95
 from neurocast.pipelines.forecast import load_forecast_data, resolved_config, resume_forecast, train_forecast
 from neurocast.progress import info
@@ -60,9 +59,7 @@ def resume_ttt_compare(run_path: str | Path) -> RunDir:
     checkpoints, methods that never started are trained."""
     run = RunDir.open(run_path)
     cfg = validate(TTTCompare, run.read_config(), f"config {run.config_path}")
-    if run.status == "complete":
-        raise RunError(f"{run.path} is already complete; start a new run instead")
-    run.claim()
+    run.claim_for_resume()
     try:
         run.set_status("running")
         return _methods(cfg, run, resume=True)
