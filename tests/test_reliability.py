@@ -136,6 +136,26 @@ def test_a_lock_kept_by_an_orphan_of_a_dead_process_is_taken_over(tmp_path):
         os.kill(orphan, signal.SIGKILL)
 
 
+def test_without_os_locks_the_recorded_holder_decides(tmp_path, monkeypatch):
+    """File systems without flock (some network mounts): a live recorded holder wins, a dead one is replaced."""
+    import socket
+
+    import neurocast.locks as locks
+    from neurocast.errors import LockedError
+
+    monkeypatch.setattr(locks, "_try_flock", lambda fd: None)
+    lock_file = tmp_path / ".lock"
+    lock_file.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getppid()}))  # alive
+    with pytest.raises(LockedError, match=f"pid {os.getppid()}"):
+        locks.FileLock(lock_file, "thing").acquire(wait=0.1)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock_file.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))
+    lock = locks.FileLock(lock_file, "thing").acquire(wait=0.1)
+    assert lock.took_over["pid"] == int(dead.stdout)
+    assert json.loads(lock_file.read_text())["pid"] == os.getpid()
+    lock.release()
+
+
 # ---------------------------------------------------------------------------- sweeps
 
 

@@ -147,7 +147,8 @@ class FileLock:
                 return False, info
             if ok is None:  # no flock here: trust the pid record
                 info = _read_holder(self.path)
-                if info and info.get("pid") != os.getpid() and not _stale(info):
+                if info and (info.get("host"), info.get("pid")) != (socket.gethostname(), os.getpid()) \
+                        and not _stale(info):
                     return False, info
             if not self._same_file(fd):  # replaced by someone else meanwhile
                 return False, _read_holder(self.path)
