@@ -64,13 +64,13 @@ TINY_RNN = {**TINY_RNN, "output_root": "data"}
 
 
 def latent_cfg(data: str) -> dict:
-    cfg = latent_config(data, epochs=6, num_threads=1, save_checkpoint_every_n_epochs=2)
+    cfg = latent_config(data, epochs=20, num_threads=1, save_checkpoint_every_n_epochs=4)
     cfg.update(name="rel_latent", runs_dir="runs", logging={"tensorboard": True})
     return cfg
 
 
 def forecast_cfg(data: str) -> dict:
-    cfg = forecast_config(data, max_steps=60, val_every=10, num_threads=1)
+    cfg = forecast_config(data, max_steps=300, val_every=10, num_threads=1)
     cfg.update(name="rel_forecast", runs_dir="runs", logging={"tensorboard": True})
     return cfg
 
@@ -747,18 +747,21 @@ def cost(ws: Path, frames: int, neurons: int, reps: int) -> dict:
     crc_gbps = sum(map(len, chunks)) / crc_s / 1e9
     del chunks
     med = {k: float(np.median(v)) for k, v in res.items()}
+    best = {k: float(np.min(v)) for k, v in res.items()}  # the least disturbed of each (a shared machine)
     shutil.rmtree(a)
     shutil.rmtree(b)
     return {"frames": frames, "neurons": neurons, "raw_bytes": frames * neurons * 4, "bytes_on_disk": on_disk,
-            "files": files, "reps": reps, "median": med, "all": res,
-            "write_overhead": med["write_with_manifest_s"] / med["write_plain_s"] - 1,
-            "read_overhead": med["read_verified_s"] / med["read_plain_s"] - 1,
-            "open_presence_check_per_file_us": 1e6 * (med["open_presence_check_s"] - med["open_plain_s"]) / files,
-            "data_verify_gb_per_s": on_disk / med["data_verify_s"] / 1e9,
+            "files": files, "reps": reps, "best": best, "median": med, "all": res,
+            "write_overhead": best["write_with_manifest_s"] / best["write_plain_s"] - 1,
+            "read_overhead": best["read_verified_s"] / best["read_plain_s"] - 1,
+            "crc32_share_of_a_warm_read": (on_disk / crc_gbps / 1e9) / best["read_plain_s"],
+            "open_presence_check_per_file_us": 1e6 * (best["open_presence_check_s"] - best["open_plain_s"]) / files,
+            "data_verify_gb_per_s": on_disk / best["data_verify_s"] / 1e9,
             "crc32_gb_per_s": crc_gbps,
             "crc32_seconds_for_the_55GB_store": 55e9 * on_disk / (frames * neurons * 4) / crc_gbps / 1e9,
-            "note": "page-cache-warm reads (the store was just written); the 55 GB store of benchmarks/store.py "
-                    "has ~6,700 chunk files: the presence check is one stat each"}
+            "note": "overheads compare the best of the alternating repeats (medians in 'median'); reads are page-cache "
+                    "warm (the store was just written), the worst case for the relative cost of the CRC-32; the 55 GB "
+                    "store of benchmarks/store.py has ~6,700 chunk files: the presence check is one stat each"}
 
 
 # ---------------------------------------------------------------------------- main
