@@ -4,7 +4,8 @@
     python benchmarks/run_all.py simulate poco   # only these
 
 The real-data benchmarks (poco, ttt) need ../shared/data (or their --data option) and take
-about an hour each on a 2-core CPU; store writes 55 GB to a temporary folder.
+about an hour each on a 2-core CPU; store writes 55 GB to a temporary folder; reliability
+(random kills, damaged stores, bad inputs) takes about half an hour on one core.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["simulate", "train_latent", "store", "poco", "ttt"]
+ORDER = ["simulate", "train_latent", "store", "poco", "ttt", "reliability"]
 
 
 def main() -> int:

@@ -81,6 +81,8 @@ def test_a_failing_trial_is_reported_and_the_rest_finish_then_retried(tiny_fly, 
     names = sorted(p.name for p in (folder / "trials").iterdir())
     assert any(".failed-1" in n for n in names)
     assert "start t000" not in err  # the complete trial did not run again
+    logs = sorted(p.name for p in (folder / "logs").glob("*NoSuch*"))
+    assert len(logs) == 2 and any(".attempt-1.log" in n for n in logs)  # every attempt's log is kept
 
 
 def test_cluster_executors_write_correct_scripts_in_dry_run(tiny_fly, tmp_path, run_cli):

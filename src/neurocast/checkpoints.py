@@ -10,19 +10,27 @@ Loading uses ``weights_only=True`` (no arbitrary code) and turns every failure i
 one-line :class:`~neurocast.errors.CheckpointError`: missing, truncated or corrupt files,
 files that are not neurocast checkpoints, and model states whose keys or shapes differ
 from the model being loaded. Nothing ever silently starts fresh.
+
+A write the environment refuses (disk full, read-only folder, no permission) is a one-line
+:class:`~neurocast.errors.StorageError` naming the file; the previous checkpoint stays.
+:func:`resume_checkpoint` picks the newest checkpoint of a run that loads, and says which
+checkpoints exist and why none can be used when that is the case.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from neurocast.errors import CheckpointError
+from neurocast.atomic import replaced_atomically
+from neurocast.errors import CheckpointError, StorageError, storage_cause
 
 FORMAT = "neurocast-checkpoint"
 FORMAT_VERSION = 1
@@ -46,18 +54,80 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with replaced_atomically(path, lambda exc, p: _write_error(exc, p, payload)) as tmp:
         with open(tmp, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     _fsync_dir(path.parent)
     return path
+
+
+def _nbytes(obj: Any) -> int:
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    return 0
+
+
+def _write_error(exc: BaseException, path: Path, payload: dict[str, Any]) -> StorageError | None:
+    """A failed checkpoint write as a one-line error naming the file and the cause."""
+    cause = storage_cause(exc)
+    if cause is not None:
+        return StorageError(f"cannot write checkpoint {path}: {cause}")
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and ("unexpected pos" in text or "write failed" in text):
+        # torch's zip writer reports a short write (a full disk) this way
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:
+            free = None
+        if free is not None and free < 2 * _nbytes(payload) + 2**20:
+            return StorageError(f"cannot write checkpoint {path}: no space left on device (disk full, "
+                                f"{free / 2**20:.1f} MiB free, the checkpoint needs ~{_nbytes(payload) / 2**20:.1f} MiB)")
+        return StorageError(f"cannot write checkpoint {path}: the write failed ({text.splitlines()[0]}); "
+                            "is the disk full or over its quota?")
+    return None
+
+
+def checkpoint_readable(path: str | os.PathLike) -> bool:
+    """Cheap check (no tensors read) that ``path`` is a complete torch checkpoint file:
+    a zip archive whose directory (written last) is intact."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("/data.pkl") or n == "data.pkl" for n in z.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+
+
+def resume_checkpoint(folder: str | os.PathLike, map_location: Any = "cpu") -> tuple[Path, dict[str, Any]]:
+    """(path, state) of the newest checkpoint in ``folder`` that loads: latest.pt, else the
+    others from the newest (a kill or a full disk may have damaged the last write).
+
+    Raises CheckpointError naming every checkpoint that exists and why it cannot be used,
+    or saying that none was written."""
+    from neurocast.progress import warn
+
+    folder = Path(folder)
+    files = [p for p in folder.glob("*.pt") if p.is_file()] if folder.is_dir() else []
+    if not files:
+        raise CheckpointError(f"{folder} holds no checkpoint: the run stopped before its first checkpoint "
+                              "was written; start it again")
+    files.sort(key=lambda p: (p.name != "latest.pt", -p.stat().st_mtime))
+    problems = []
+    for p in files:
+        try:
+            state = load_checkpoint(p, map_location=map_location)
+        except CheckpointError as exc:
+            problems.append(f"{p.name}: {exc}")
+            continue
+        if problems:
+            warn(f"resuming from {p} (epoch {state.get('epoch')}); skipped " + "; ".join(problems))
+        return p, state
+    raise CheckpointError(f"no usable checkpoint in {folder}: " + "; ".join(problems))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:

@@ -6,7 +6,8 @@
 * Errors are :class:`~neurocast.errors.ConfigError` with one line naming the full path
   of the key, the closest valid name for unknown keys and the allowed range for values.
 
-Override syntax (hyphens and underscores are interchangeable in keys)::
+Override syntax (hyphens and underscores are interchangeable in keys, dictionary keys
+included: ``--recordings.cv-natural.duration-s 5`` sets the existing ``cv_natural``)::
 
     --training.time-units 20           set a value
     --training.time_units=20           same
@@ -59,10 +60,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"config file {path}: invalid YAML{where}: {problem}") from None
+        raise ConfigError(f"config file {path}: {describe_yaml_error(exc)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path}: cannot read: {exc}") from None
     if data is None:
@@ -74,6 +72,14 @@ def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
         base_path = Path(base) if Path(base).is_absolute() else path.parent / base
         data = deep_merge(_read_yaml(base_path, seen + (path.resolve(),)), data)
     return data
+
+
+def describe_yaml_error(exc: Exception) -> str:
+    """'invalid YAML (line L, column C): problem' for a YAML parse error."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"invalid YAML{where}: {problem}"
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -221,11 +227,13 @@ def parse_scalar(text: str) -> Any:
     return s
 
 
-def _resolve_key(schema: type[BaseModel], dotted: str) -> tuple[list[str | int], Any]:
+def _resolve_key(schema: type[BaseModel], dotted: str,
+                 dict_keys: dict[int, bool] | None = None) -> tuple[list[str | int], Any]:
     """Map a dotted CLI key to a data path, checking every component against the schema.
 
     Returns (path, annotation of the final field). A final ``no-<flag>`` is returned with
-    the annotation ``Literal['__negated_bool__']``.
+    the annotation ``Literal['__negated_bool__']``. ``dict_keys`` (if given) receives the
+    positions of dictionary keys in the path -> whether that dictionary holds sections.
     """
     parts = [p for p in dotted.split(".")]
     if any(not p for p in parts):
@@ -260,10 +268,44 @@ def _resolve_key(schema: type[BaseModel], dotted: str) -> tuple[list[str | int],
         elif _dict_value(annotation) is not None:
             path.append(raw)
             annotation = _dict_value(annotation)
+            if dict_keys is not None:
+                dict_keys[len(path) - 1] = bool(_models_in(annotation))
         else:
             raise ConfigError(f"override --{dotted}: {here} is a value, it has no key {raw!r}")
         models = _models_in(annotation)
     return path, annotation
+
+
+def _match_dict_keys(data: Any, path: list[str | int], dict_keys: dict[int, bool], dotted: str) -> list[str | int]:
+    """Dictionary keys of an override matched to the data's keys like field names are: exact,
+    else with hyphens as underscores. A key that matches nothing would add an entry: fine
+    in free-form dictionaries (optimizer_kwargs, ...; added with underscores), an error in
+    dictionaries of sections (recordings, models), where it is almost always a typo."""
+    out: list[str | int] = []
+    node = data
+    for i, key in enumerate(path):
+        if i in dict_keys:
+            existing = list(node) if isinstance(node, dict) else []
+            match = next((k for k in (key, _norm(str(key))) if k in existing), None)
+            if match is None:
+                match = next((k for k in existing if _norm(str(k)) == _norm(str(key))), None)
+            if match is None:
+                where = ".".join(str(p) for p in out)
+                if dict_keys[i]:
+                    listed = f"; its entries: {', '.join(map(str, existing))}" if existing else ""
+                    raise ConfigError(f"override --{dotted}: {where} has no entry {key!r}"
+                                      f"{_closest(_norm(str(key)), [str(k) for k in existing]) if existing else ''}"
+                                      f"{listed} (add new entries in the config file)")
+                match = _norm(str(key))
+            key = match
+        out.append(key)
+        if isinstance(node, dict):
+            node = node.get(key)
+        elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+            node = node[key]
+        else:
+            node = None
+    return out
 
 
 def _set_path(data: dict[str, Any], path: list[str | int], value: Any, dotted: str) -> None:
@@ -319,7 +361,10 @@ def apply_overrides(
     """A copy of ``data`` with every ``--dotted.key value`` override applied (schema-checked keys)."""
     out = json.loads(json.dumps(data, default=str)) if data else {}
     for dotted, values, had_equals in parse_override_tokens(tokens):
-        path, annotation = _resolve_key(schema, dotted)
+        dict_keys: dict[int, bool] = {}
+        path, annotation = _resolve_key(schema, dotted, dict_keys)
+        if dict_keys:
+            path = _match_dict_keys(out, path, dict_keys, dotted)
         _set_path(out, path, _value_for(annotation, values, dotted, had_equals), dotted)
     return out
 

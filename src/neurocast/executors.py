@@ -43,6 +43,7 @@ def run_local(commands: list[list[str]], names: list[str], log_dir: Path, jobs: 
     while pending or running:
         while pending and len(running) < jobs:
             name, cmd = pending.pop(0)
+            keep_earlier_log(log_dir / f"{name}.log")
             log = open(log_dir / f"{name}.log", "w")
             info(f"start {name}")
             running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
@@ -56,6 +57,16 @@ def run_local(commands: list[list[str]], names: list[str], log_dir: Path, jobs: 
                 (info if code == 0 else warn)(
                     f"{'done' if code == 0 else f'FAILED (exit {code})'}: {name}  (log: {log_dir / name}.log)")
     return done
+
+
+def keep_earlier_log(path: Path) -> None:
+    """Move an earlier attempt's log aside (``<name>.attempt-<k>.log``) so every attempt is kept."""
+    if not path.exists():
+        return
+    k = 1
+    while path.with_name(f"{path.stem}.attempt-{k}.log").exists():
+        k += 1
+    path.rename(path.with_name(f"{path.stem}.attempt-{k}.log"))
 
 
 def run_command(argv: list[str]) -> int:

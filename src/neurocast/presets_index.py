@@ -12,8 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from neurocast.config import read_yaml
 from neurocast.errors import ConfigError
 from neurocast.pipelines.common import PRESETS
 
@@ -45,9 +44,10 @@ def presets(extra: list[str] | None = None) -> dict[str, Preset]:
             if name in found:
                 continue  # an earlier folder (the user's) wins
             try:
-                data = yaml.safe_load(p.read_text()) or {}
-            except yaml.YAMLError:
-                data = {}
+                data = read_yaml(p)
+            except ConfigError as exc:  # listed, with what is wrong with it
+                found[name] = Preset(name, p, "ERROR", str(exc))
+                continue
             found[name] = Preset(name, p, str(data.get("task", "?")), str(data.get("description", "")).strip())
     return dict(sorted(found.items()))
 

@@ -7,6 +7,7 @@ Layout::
         env.json         package versions, git commit and dirty flag, host, device, seed, argv
         metrics.jsonl    one JSON object per logged event
         status           running | complete | failed | terminated
+        .lock            held (fcntl.flock) by the one process writing the run: host, pid, command
         summary.json     final numbers (written by the trainer)
         checkpoints/     atomic checkpoints (see neurocast.checkpoints)
         figures/         PNG figures
@@ -14,6 +15,12 @@ Layout::
 
 Two runs started in the same second with the same config get distinct directories
 (``-1``, ``-2`` ... suffixes, created with an exclusive mkdir).
+
+One writer per run: the process that creates or resumes a run holds an OS lock on its
+``.lock`` file until it finishes or dies (see :mod:`neurocast.locks`); a second writer
+(``train --resume`` on a run that is still training, a sweep restarting a live trial)
+fails with one line naming the holder. Temporary files left by a killed writer
+(``.<name>.tmp-<pid>``) are removed when the next writer takes the run.
 """
 
 from __future__ import annotations
@@ -32,7 +39,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from neurocast.errors import RunError
+from neurocast.atomic import replaced_atomically
+from neurocast.errors import RunError, environment_errors
+from neurocast.locks import FileLock, holder, release_under
 
 STATUSES = ("running", "complete", "failed", "terminated")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -107,11 +116,43 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file atomically (temp file + rename); an environment failure (disk full,
+    read-only, permission) is a one-line StorageError naming the file."""
+    with replaced_atomically(path) as tmp:
+        tmp.write_text(text)
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(_finite(data), indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(_finite(data), indent=2, default=_json_default) + "\n")
+
+
+def read_json(path: Path, what: str = "file") -> Any:
+    """JSON from a file; a damaged file is a one-line RunError naming it."""
+    try:
+        with environment_errors(path, "read"):
+            return json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RunError(f"{what} {path} is damaged (not valid JSON: {str(exc).splitlines()[0]})") from None
+
+
+def read_yaml_mapping(path: Path, what: str = "config") -> dict[str, Any]:
+    """A YAML mapping from a file; a damaged file is a one-line RunError naming it."""
+    import yaml
+
+    from neurocast.config import describe_yaml_error
+
+    try:
+        with environment_errors(path, "read"):
+            data = yaml.safe_load(Path(path).read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise RunError(f"{what} {path} is damaged ({describe_yaml_error(exc)})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RunError(f"{what} {path} is damaged (expected a mapping of keys, got {type(data).__name__})")
+    return data
 
 
 class RunDir:
@@ -151,6 +192,56 @@ class RunDir:
             raise RunError(f"{run.path} is not a run directory (no config.yaml)")
         return run
 
+    @property
+    def lock_path(self) -> Path:
+        return self.path / ".lock"
+
+    def claim(self) -> "RunDir":
+        """Become the run's only writer (held until :meth:`release` or the process ends).
+
+        Fails with a one-line LockedError naming the holder when another live process has
+        the run; removes temporary files a killed writer left behind."""
+        FileLock(self.lock_path, f"run {self.path}").acquire()
+        for folder in (self.path, self.checkpoints):
+            if not folder.is_dir():
+                continue
+            for f in folder.iterdir():
+                if f.name.startswith(".") and ".tmp" in f.name and (f.is_file() or f.is_symlink()):
+                    f.unlink(missing_ok=True)
+        return self
+
+    def claim_for_resume(self) -> "RunDir":
+        """:meth:`claim` a run to continue it; a complete run is refused (checked again once
+        the lock is held: the previous writer may have finished meanwhile)."""
+        for attempt in (0, 1):
+            if self.status == "complete":
+                if attempt:
+                    self.release()
+                raise RunError(f"{self.path} is already complete; start a new run instead")
+            if not attempt:
+                self.claim()
+        return self
+
+    def release(self) -> None:
+        """Give up this run (and every nested run this process holds)."""
+        release_under(self.path)
+
+    def holder(self) -> dict[str, Any] | None:
+        """The live process writing this run (host, pid, command), or None."""
+        return holder(self.lock_path)
+
+    @property
+    def live_status(self) -> str | None:
+        """The status, with 'running' runs whose writer is gone shown as 'interrupted'."""
+        st = self.status
+        if st == "running" and self.holder() is None:
+            return "interrupted"
+        return st
+
+    def read_config(self) -> dict[str, Any]:
+        """The run's config.yaml as a mapping (a damaged file is a one-line error naming it)."""
+        return read_yaml_mapping(self.config_path, "run config")
+
     @classmethod
     def create(
         cls,
@@ -169,18 +260,19 @@ class RunDir:
                 "letters, digits and _ . + -"
             )
         parent = Path(runs_dir).expanduser() / experiment
-        parent.mkdir(parents=True, exist_ok=True)
         git = git_info()
         stem = f"{time.strftime('%Y%m%d-%H%M%S')}_{git['commit']}_{config_digest}"
-        for k in range(10_000):
-            path = parent / (stem if k == 0 else f"{stem}-{k}")
-            try:
-                path.mkdir()
-                break
-            except FileExistsError:
-                continue
-        else:  # pragma: no cover - 10k runs in one second
-            raise RunError(f"cannot create a new run directory in {parent}")
+        with environment_errors(parent):
+            parent.mkdir(parents=True, exist_ok=True)
+            for k in range(10_000):
+                path = parent / (stem if k == 0 else f"{stem}-{k}")
+                try:
+                    path.mkdir()
+                    break
+                except FileExistsError:
+                    continue
+            else:  # pragma: no cover - 10k runs in one second
+                raise RunError(f"cannot create a new run directory in {parent}")
         run = cls.create_at(path, config_yaml, seed=seed, extra_env=extra_env, _exists_ok=True)
         run._link_latest(parent)
         return run
@@ -197,16 +289,24 @@ class RunDir:
     ) -> "RunDir":
         """A run directory at an exact path (sweeps use this); refuses a non-empty folder."""
         path = Path(path)
-        if path.exists() and not _exists_ok and any(path.iterdir()):
-            raise RunError(f"run directory {path} already exists and is not empty (runs are never overwritten)")
-        path.mkdir(parents=True, exist_ok=True)
         run = cls(path)
-        run.checkpoints.mkdir(exist_ok=True)
-        run.figures.mkdir(exist_ok=True)
-        tmp = run.path / ".config.yaml.tmp"
-        tmp.write_text(config_yaml)
-        os.replace(tmp, run.config_path)
-        run.metrics_path.touch()
+
+        def occupied() -> bool:  # anything but our lock and empty folders a killed creation left
+            return path.exists() and any(
+                p.name != ".lock" and not (p.is_dir() and not any(p.iterdir())) for p in path.iterdir())
+
+        if occupied() and not _exists_ok:
+            raise RunError(f"run directory {path} already exists and is not empty (runs are never overwritten)")
+        with environment_errors(path):
+            path.mkdir(parents=True, exist_ok=True)
+            run.claim()  # then check again: another process may have filled it meanwhile
+            if occupied() and not _exists_ok:
+                run.release()
+                raise RunError(f"run directory {path} already exists and is not empty (runs are never overwritten)")
+            run.checkpoints.mkdir(exist_ok=True)
+            run.figures.mkdir(exist_ok=True)
+            write_text_atomic(run.config_path, config_yaml)
+            run.metrics_path.touch()
         env = {
             "versions": _versions(),
             "git": git_info(),
@@ -232,15 +332,23 @@ class RunDir:
             tmp.symlink_to(self.path.name)
             os.replace(tmp, link)
         except OSError:  # file systems without symlinks: record the name instead
-            (parent / "latest.txt").write_text(self.path.name + "\n")
+            try:
+                (parent / "latest.txt").write_text(self.path.name + "\n")
+            except OSError:
+                pass
 
     # content
     def log(self, record: dict[str, Any]) -> None:
         """Append one JSON line to metrics.jsonl (flushed immediately)."""
         line = json.dumps(_finite(record), default=_json_default)
-        with open(self.metrics_path, "a") as f:
+        with environment_errors(self.metrics_path), open(self.metrics_path, "a") as f:
             f.write(line + "\n")
             f.flush()
+
+    def rewrite_metrics(self, records: list[dict[str, Any]]) -> None:
+        """Replace metrics.jsonl atomically (resume drops the records of a killed epoch)."""
+        write_text_atomic(self.metrics_path, "".join(json.dumps(_finite(m), default=_json_default) + "\n"
+                                                     for m in records))
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.exists():
@@ -257,9 +365,7 @@ class RunDir:
     def set_status(self, status: str) -> None:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}")
-        tmp = self.path / ".status.tmp"
-        tmp.write_text(status + "\n")
-        os.replace(tmp, self.path / "status")
+        write_text_atomic(self.path / "status", status + "\n")
 
     @contextmanager
     def status_on_error(self, enabled: bool = True):
@@ -269,12 +375,19 @@ class RunDir:
             yield
         except (KeyboardInterrupt, SystemExit):
             if enabled:
-                self.set_status("terminated")
+                self._try_status("terminated")
             raise
         except BaseException:
             if enabled:
-                self.set_status("failed")
+                self._try_status("failed")
             raise
+
+    def _try_status(self, status: str) -> None:
+        """Record a status while another error propagates (a full disk must not hide it)."""
+        try:
+            self.set_status(status)
+        except Exception:
+            pass
 
     @property
     def status(self) -> str | None:
@@ -287,7 +400,7 @@ class RunDir:
     def read_summary(self) -> dict[str, Any] | None:
         if not self.summary_path.exists():
             return None
-        return json.loads(self.summary_path.read_text())
+        return read_json(self.summary_path, "run summary")
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"

@@ -11,7 +11,8 @@ shows only the hyperparameters whose values differ between runs, and the key met
 * any run: status.
 
 It also writes ``summary.csv`` and ``summary_plots.png`` (each metric against each varied
-hyperparameter) into DIR.
+hyperparameter) into DIR. A run whose config.yaml or summary.json is damaged is skipped
+with a warning naming the file; one bad file never hides the other runs.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from neurocast.errors import RunError
+from neurocast.progress import warn
 from neurocast.report.tables import fmt, format_table
+from neurocast.runs import RunDir, read_json, read_yaml_mapping
 
 IGNORED = ("runs_dir", "name", "description", "logging", "data.path", "data.datasets")
 
@@ -54,9 +55,10 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def metrics_of(run: Path) -> dict[str, Any]:
-    summ = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
-    status = (run / "status").read_text().strip() if (run / "status").exists() else "?"
-    m: dict[str, Any] = {"status": status}
+    summ = read_json(run / "summary.json", "run summary") if (run / "summary.json").exists() else {}
+    if not isinstance(summ, dict):
+        raise RunError(f"run summary {run / 'summary.json'} is damaged (not a JSON object)")
+    m: dict[str, Any] = {"status": RunDir(run).live_status or "?"}
     if summ.get("task") in ("forecast", "forecast_compare", "ttt_compare"):
         proto = summ.get("protocol") or {}
         fit = proto.get("normalization_fit", "train")
@@ -67,8 +69,12 @@ def metrics_of(run: Path) -> dict[str, Any]:
         m["best_epoch"] = summ.get("best_epoch")
         ana = sorted((run / "analysis").glob("*/metrics.json")) if (run / "analysis").exists() else []
         final = [a for a in ana if a.parent.name == "final"] or ana[-1:]
+        try:
+            am = read_json(final[0], "analysis") if final else {}
+        except RunError as exc:
+            warn(f"warning: ignoring the analysis of {run}: {exc}")
+            am = {}
         if final:
-            am = json.loads(final[0].read_text())
             for name, sets in am.get("rollouts", {}).items():
                 lat = sets.get("latent")
                 if lat:
@@ -130,8 +136,15 @@ def collect(root: str | Path) -> tuple[list[str], list[str], list[dict[str, Any]
         raise RunError(f"no run directories (with config.yaml) below {root}")
     rows = []
     for r in runs:
-        cfg = flatten(yaml.safe_load((r / "config.yaml").read_text()) or {})
-        rows.append({"run": str(r.relative_to(root)) if r != root else r.name, "config": cfg, "metrics": metrics_of(r)})
+        try:
+            cfg = flatten(read_yaml_mapping(r / "config.yaml", "run config"))
+            metrics = metrics_of(r)
+        except RunError as exc:
+            warn(f"warning: skipping {r}: {exc}")
+            continue
+        rows.append({"run": str(r.relative_to(root)) if r != root else r.name, "config": cfg, "metrics": metrics})
+    if not rows:
+        raise RunError(f"no readable run directories below {root} (every one was skipped, see the warnings)")
     keys = sorted({k for row in rows for k in row["config"]})
     varied = [k for k in keys if not k.startswith(IGNORED)
               and len({json.dumps(row["config"].get(k), default=str) for row in rows}) > 1]

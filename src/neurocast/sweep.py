@@ -8,9 +8,13 @@ seeds, so re-running the same sweep finds the same folder)::
     trials/<trial>/   one complete run directory per trial
     logs/             one log per trial (local), scheduler logs (clusters)
 
-Re-running a sweep skips complete trials, resumes interrupted ones from their latest
-checkpoint (status running/terminated) and retries failed ones from scratch (the failed
-attempt is kept as ``<trial>.failed-<k>``; nothing is deleted).
+Re-running a sweep skips complete trials, leaves alone trials that another live process
+is still writing (their run lock is held: reported as running), resumes every other
+trial that has a readable checkpoint (latent, forecasting and comparison trials alike;
+``train --resume`` picks the newest checkpoint that loads) and starts trials that never
+checkpointed again from scratch (the earlier attempt is kept as ``<trial>.failed-<k>``;
+nothing is deleted). Every attempt's log is kept (``logs/<trial>.log`` is the newest).
+One sweep driver at a time: a second one fails naming the first.
 """
 
 from __future__ import annotations
@@ -26,13 +30,15 @@ from typing import Any
 
 import yaml
 
+from neurocast.checkpoints import checkpoint_readable
 from neurocast.config import load_task_config, read_yaml
 from neurocast.errors import ConfigError, NeurocastError, RunError
 from neurocast.executors import neurocast_argv, run_local, submit_lsf, submit_slurm
+from neurocast.locks import FileLock, describe
 from neurocast.pipelines.common import resolve_config_path
 from neurocast.progress import info, warn
 from neurocast.report.tables import format_table
-from neurocast.runs import write_json
+from neurocast.runs import RunDir, write_json
 from neurocast.schema.sweep import SweepConfig
 
 SEED_KEYS = {"latent": "training.seed", "forecast": "training.seeds", "forecast_compare": "training.seeds",
@@ -137,15 +143,25 @@ def trial_status(path: Path) -> str:
     return st.read_text().strip() if st.exists() else "empty"
 
 
+def has_checkpoint(path: Path) -> bool:
+    """A trial (of any task: checkpoints of seeds and methods are nested) wrote a readable checkpoint."""
+    return any(checkpoint_readable(p) for p in path.rglob("checkpoints/*.pt"))
+
+
 def plan(folder: Path, trials: list[Trial], exp_copy: Path, cfg: SweepConfig) -> list[tuple[Trial, str, list[str]]]:
-    """(trial, action, command) for every trial not yet complete."""
+    """(trial, action, command) for every trial not yet complete; action is run (new),
+    resume (has a checkpoint), retry (never checkpointed) or running (another live process
+    writes it: nothing to do, command empty)."""
     out = []
     for t in trials:
         path = folder / "trials" / t.name
         status = trial_status(path)
         if status == "complete":
             continue
-        if status in ("running", "terminated") and (path / "checkpoints" / "latest.pt").exists() and not (path / "seeds").exists():
+        if status != "new" and RunDir(path).holder() is not None:
+            out.append((t, "running", []))
+            continue
+        if status not in ("new", "empty") and (path / "config.yaml").is_file() and has_checkpoint(path):
             out.append((t, "resume", neurocast_argv("train", "--resume", path)))
             continue
         action = "run" if status == "new" else "retry"
@@ -155,6 +171,8 @@ def plan(folder: Path, trials: list[Trial], exp_copy: Path, cfg: SweepConfig) ->
 
 def set_aside(path: Path) -> None:
     """Keep a failed attempt beside the trial (never delete results)."""
+    if path.exists() and RunDir(path).holder() is not None:  # a live process took it meanwhile
+        raise RunError(f"sweep trial {path} is in use by {describe(RunDir(path).holder())}; not restarting it")
     if not path.exists() or not any(path.iterdir()):
         if path.exists():
             path.rmdir()
@@ -167,11 +185,25 @@ def set_aside(path: Path) -> None:
 
 def run_sweep(cfg: SweepConfig, dry_run: bool = False, jobs: int | None = None) -> tuple[Path, dict[str, Any]]:
     folder, trials, exp_copy = prepare(cfg)
+    driver = None
+    if not dry_run:  # one driver per sweep (a second one would start the same trials)
+        driver = FileLock(folder / ".lock", f"sweep {folder}").acquire()
+    try:
+        return _run(cfg, folder, trials, exp_copy, dry_run, jobs)
+    finally:
+        if driver is not None:
+            driver.release()
+
+
+def _run(cfg, folder, trials, exp_copy, dry_run, jobs) -> tuple[Path, dict[str, Any]]:
     todo = plan(folder, trials, exp_copy, cfg)
-    done = len(trials) - len(todo)
-    info(f"sweep {folder}: {len(trials)} trials, {done} complete, {len(todo)} to run")
+    busy = [t for t, action, _ in todo if action == "running"]
+    todo = [x for x in todo if x[1] != "running"]
+    done = len(trials) - len(todo) - len(busy)
+    info(f"sweep {folder}: {len(trials)} trials, {done} complete, {len(busy)} running elsewhere, {len(todo)} to run")
     if dry_run:
         rows = [[t.name, action, shlex.join(cmd[2:])] for t, action, cmd in todo]
+        rows += [[t.name, "running", describe(RunDir(folder / "trials" / t.name).holder())] for t in busy]
         print(format_table(["trial", "action", "command"], rows) if rows else "nothing to run: every trial is complete")
         if cfg.executor != "local" and todo:
             print(_cluster(cfg, folder, [c for _, _, c in todo], dry_run=True))
@@ -187,18 +219,32 @@ def run_sweep(cfg: SweepConfig, dry_run: bool = False, jobs: int | None = None) 
         print(_cluster(cfg, folder, [c for _, _, c in todo], dry_run=False))
         codes = {}
     rows = []
-    failed = []
+    failed, stopped, running = [], [], []
     for t in trials:
-        status = trial_status(folder / "trials" / t.name)
-        if t.name in codes and codes[t.name] != 0:
-            status = "failed" if status in ("running", "new", "empty") else status
-            failed.append(t.name)
+        run = RunDir(folder / "trials" / t.name)
+        status = run.live_status if run.path.exists() else "new"
+        holder = run.holder() if run.path.exists() else None
+        if holder is not None:
+            status = f"running ({describe(holder)})"
+            running.append(t.name)
+        elif t.name in codes and codes[t.name] != 0:
+            if status == "terminated":
+                stopped.append(t.name)
+            else:
+                status = "failed" if status in ("running", "interrupted", "new", None) else status
+                failed.append(t.name)
         rows.append([t.name, " ".join(f"{k}={v}" for k, v in t.params.items()) or "-",
-                     "-" if t.seed is None else str(t.seed), status])
+                     "-" if t.seed is None else str(t.seed), status or "empty"])
     print(format_table(["trial", "values", "seed", "status"], rows))
     if failed:
         warn(f"{len(failed)} trial(s) failed: {', '.join(failed)} (logs in {folder / 'logs'}; re-run the sweep to retry)")
-    return folder, {"trials": len(trials), "failed": failed}
+    if stopped:
+        warn(f"{len(stopped)} trial(s) stopped by a signal before finishing: {', '.join(stopped)} "
+             "(re-run the sweep to resume them)")
+    if running:
+        warn(f"{len(running)} trial(s) still running in another process: {', '.join(running)} "
+             "(left alone; re-run the sweep when they have finished)")
+    return folder, {"trials": len(trials), "failed": failed + stopped, "running": running}
 
 
 def _cluster(cfg: SweepConfig, folder: Path, commands: list[list[str]], dry_run: bool) -> str:

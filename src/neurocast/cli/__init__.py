@@ -1,7 +1,7 @@
 """The ``neurocast`` command. It only parses arguments and wires library calls together.
 
-Conventions: bad input exits with status 2 and one line on stderr (a traceback only with
-``--debug``); commands that create a run directory or a store print its path as the last
+Conventions: bad input, and a disk, folder or permission that refuses a write, exit with
+status 2 and one line on stderr (a traceback only with ``--debug``); commands that create a run directory or a store print its path as the last
 line of standard output; progress and logs go to stderr.
 """
 
@@ -118,6 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # an internal error: one line, traceback with --debug
         if debug:
             raise
+        from neurocast.errors import storage_error
+
+        env = storage_error(exc, action="access")  # disk full, read-only, permission: the environment
+        if env is not None:
+            print(f"error: {env}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         msg = str(exc).splitlines()[0] if str(exc) else ""
         print(f"internal error: {type(exc).__name__}: {msg} (run with --debug for the traceback)", file=sys.stderr)
         return 1

@@ -30,7 +30,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 @register("run", "run a named experiment (train it, or simulate it for simulation presets)", _run_args)
 def _cmd_run(args: argparse.Namespace) -> int:
-    from neurocast.cli.train_cmds import train_from_config
+    from neurocast.cli.train_cmds import exit_status, train_from_config
     from neurocast.config import load_task_config
     from neurocast.presets_index import find
 
@@ -44,9 +44,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         folder, res = run_sweep(cfg)
         emit_path(folder)
-        return 1 if res.get("failed") else 0
+        return 1 if res.get("failed") or res.get("running") else 0
     else:
-        emit_path(train_from_config(cfg, args.run_dir).path)
+        run = train_from_config(cfg, args.run_dir)
+        emit_path(run.path)
+        return exit_status(run)
     return 0
 
 
@@ -64,16 +66,17 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
 
 @register("sweep", "run a grid of trials (local processes, Slurm or LSF); re-running resumes it", _sweep_args)
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    import yaml
-
+    from neurocast.config import read_yaml
     from neurocast.errors import ConfigError
     from neurocast.pipelines.common import resolve_config_path
     from neurocast.sweep import load_sweep, run_sweep, sweep_from_cli
 
     path = resolve_config_path(args.config)
-    task = (yaml.safe_load(path.read_text()) or {}).get("task")
+    task = read_yaml(path).get("task")
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.seeds is not None and args.seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1 (trials per grid point), got {args.seeds}")
     if task == "sweep":
         extra = []
         for flag, value in (("--seeds", args.seeds), ("--executor", args.executor), ("--runs-dir", args.runs_dir),
@@ -90,7 +93,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                              runs_dir=args.runs_dir, name=args.name)
     folder, res = run_sweep(cfg, dry_run=args.dry_run, jobs=args.jobs)
     emit_path(folder)
-    return 1 if res.get("failed") else 0
+    return 1 if res.get("failed") or res.get("running") else 0
 
 
 def _summarize_args(p: argparse.ArgumentParser) -> None:

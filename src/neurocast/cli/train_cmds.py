@@ -34,12 +34,10 @@ def train_from_config(cfg, run_path=None):
 
 
 def resume_run(path):
-    import yaml
-
     from neurocast.runs import RunDir
 
     run = RunDir.open(path)
-    task = (yaml.safe_load(run.config_path.read_text()) or {}).get("task")
+    task = run.read_config().get("task")
     if task == "latent":
         from neurocast.pipelines.latent import resume_latent
 
@@ -48,7 +46,24 @@ def resume_run(path):
         from neurocast.pipelines.forecast import resume_forecast
 
         return resume_forecast(run.path)
+    if task == "ttt_compare":
+        from neurocast.pipelines.ttt_compare import resume_ttt_compare
+
+        return resume_ttt_compare(run.path)
     raise ConfigError(f"{run.path}: task {task!r} cannot be resumed")
+
+
+def exit_status(run) -> int:
+    """0 for a finished run; 128 + the signal number (143 for SIGTERM) for a run that a
+    SIGTERM/SIGUSR2 stopped early, so `neurocast train ... && next-step` stops there too."""
+    import signal
+
+    from neurocast.runs import RunDir
+    from neurocast.train.loop import stop_signal
+
+    if RunDir(run.path).status == "terminated":
+        return 128 + int(stop_signal() or signal.SIGTERM)
+    return 0
 
 
 @register("train", "train a model (latent dynamics or multi-session forecasting); prints the run directory", _train_args)
@@ -59,10 +74,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.config or args.overrides:
             raise ConfigError("--resume RUN_DIR takes no config or overrides (the run's own config.yaml is used)")
-        emit_path(resume_run(args.resume).path)
-        return 0
+        run = resume_run(args.resume)
+        emit_path(run.path)
+        return exit_status(run)
     if not args.config:
         raise ConfigError("give a config file (or --resume RUN_DIR)")
     cfg = load_task_config(resolve_config_path(args.config), args.overrides)
-    emit_path(train_from_config(cfg, args.run_dir).path)
-    return 0
+    run = train_from_config(cfg, args.run_dir)
+    emit_path(run.path)
+    return exit_status(run)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import yaml
 
 from neurocast.checkpoints import load_checkpoint, load_model_state, save_checkpoint
 from neurocast.config import validate
@@ -32,7 +31,7 @@ from neurocast.schema.forecast import ForecastExperiment
 
 
 def seed_run(run: RunDir, seed: int | None) -> tuple[RunDir, ForecastExperiment]:
-    data = yaml.safe_load(run.config_path.read_text()) or {}
+    data = run.read_config()
     if data.get("task") != "forecast":
         raise RunError(f"{run.path} is not a forecasting run (task {data.get('task')!r}); adapt needs one")
     cfg = validate(ForecastExperiment, data, f"config {run.config_path}")

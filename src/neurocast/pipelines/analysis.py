@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 
 from neurocast.errors import RunError
 from neurocast.runs import RunDir
@@ -12,7 +11,7 @@ from neurocast.runs import RunDir
 
 def analyze(path: str | Path, epochs, horizon=None, starts=None) -> Path:
     run = RunDir.open(path)
-    task = (yaml.safe_load(run.config_path.read_text()) or {}).get("task")
+    task = run.read_config().get("task")
     if task == "latent":
         from neurocast.pipelines.latent_analysis import analyze_run, print_metrics
 

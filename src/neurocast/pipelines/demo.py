@@ -31,6 +31,9 @@ def run_demo(overrides: list[str] | None = None, preset: str = PRESET) -> Path:
     cfg = load_task_config(resolve_config_path(preset), overrides or [])
     info(f"demo: training {cfg.name} ({cfg.description})")
     run = train_latent(cfg)
+    if run.status == "terminated":  # SIGTERM/SIGUSR2: no analysis of an unfinished run
+        info(f"training stopped early; continue it with `neurocast train --resume {run.path}`")
+        return run.path
     t_train = time.perf_counter() - t0
     analysis = LatentAnalysis(run.path)
     try:

@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from neurocast.checkpoints import load_checkpoint, load_model_state, seed_everything
+from neurocast.checkpoints import load_checkpoint, load_model_state, resume_checkpoint, seed_everything
 from neurocast.config import config_hash, to_yaml, validate
 from neurocast.data.forecast_data import Session, normalization_protocol, prepare_sessions, session_table
 from neurocast.errors import ConfigError, DataError, RunError
@@ -33,7 +32,7 @@ from neurocast.report.tables import fmt, format_table, markdown_table
 from neurocast.runs import RunDir
 from neurocast.schema.forecast import ForecastCompare, ForecastData, ForecastExperiment
 from neurocast.train.forecast_task import ForecastTask
-from neurocast.train.loop import Trainer, build_optimizer, graceful_stop
+from neurocast.train.loop import Trainer, build_optimizer, graceful_stop, stop_signal
 from neurocast.train.tracking import Tracker
 
 
@@ -121,10 +120,11 @@ def train_seed(cfg, model_cfg, sessions, names, seed: int, run: RunDir, device, 
         raise ConfigError(f"training.mode={cfg.training.mode} adapts embeddings: it needs model.kind poco, not {model_cfg.kind}")
     task = build_task(cfg, model_cfg, sessions, names, seed, device)
     trainer, tracker = _trainer(cfg, task, run)
-    latest = run.checkpoints / "latest.pt"
-    if resume and latest.exists():
-        trainer.resume(latest)
+    if resume and any(run.checkpoints.glob("*.pt")):
+        trainer.resume(*resume_checkpoint(run.checkpoints))
         info(f"{run.path}: resuming after step {trainer.step}")
+    elif resume:  # killed before its first checkpoint: start again, without the old logs
+        trainer.restart_logs_at(1)
     try:
         with run.status_on_error(), graceful_stop(trainer):
             summary = trainer.fit()
@@ -261,14 +261,17 @@ def _run_models(cfg, models: dict[str, Any], run: RunDir, sessions, names, devic
         base = run.path if label is None else run.path / "models" / label
         results = {}
         for seed in cfg.training.seeds:
+            if stop_signal() is not None:  # SIGTERM/SIGUSR2 during an earlier seed: stop here
+                break
             sp = base / "seeds" / str(seed)
             if resume and (sp / "summary.json").exists() and RunDir(sp).status == "complete":
                 results[seed] = RunDir(sp).read_summary()
                 continue
-            if sp.exists() and resume:
-                seed_run = RunDir(sp)
+            if resume and (sp / "config.yaml").exists():
+                seed_run = RunDir(sp).claim()
             else:
-                seed_run = RunDir.create_at(sp, yaml_text, seed=seed, extra_env={"model": label})
+                seed_run = RunDir.create_at(sp, yaml_text, seed=seed, extra_env={"model": label},
+                                            _exists_ok=resume)
             info(f"training {label or cfg.model.kind} seed {seed} -> {sp}")
             results[seed] = train_seed(cfg, model_cfg, sessions, names, seed, seed_run, device, resume=resume)
         out[label] = {"model": model_cfg.kind, **_aggregate_seeds(results, names)}
@@ -288,19 +291,25 @@ def train_forecast(cfg, run_path: str | Path | None = None) -> RunDir:
     else:
         run = RunDir.create_at(run_path, yaml_text, seed=seed0, extra_env=extra)
     info(f"run directory: {run.path}")
-    return _complete(cfg, run, sessions, names, device, resume=False)
+    try:
+        return _complete(cfg, run, sessions, names, device, resume=False)
+    finally:
+        run.release()
 
 
 def resume_forecast(run_path: str | Path) -> RunDir:
     run = RunDir.open(run_path)
-    data = yaml.safe_load(run.config_path.read_text())
+    data = run.read_config()
     schema = ForecastCompare if data.get("task") == "forecast_compare" else ForecastExperiment
     cfg = validate(schema, data, f"config {run.config_path}")
-    if run.status == "complete":
-        raise RunError(f"{run.path} is already complete; start a new run instead")
-    device = _setup(cfg)
-    sessions, names, _ = load_forecast_data(cfg.data)
-    return _complete(cfg, run, sessions, names, device, resume=True)
+    run.claim_for_resume()  # the only writer from here on (fails naming the process that has it)
+    try:
+        device = _setup(cfg)
+        sessions, names, _ = load_forecast_data(cfg.data)
+        run.set_status("running")
+        return _complete(cfg, run, sessions, names, device, resume=True)
+    finally:
+        run.release()
 
 
 def _complete(cfg, run: RunDir, sessions, names, device, resume: bool) -> RunDir:
@@ -321,7 +330,7 @@ def _complete(cfg, run: RunDir, sessions, names, device, resume: bool) -> RunDir
     if protocol["leaking"]:
         print(protocol["note"])
     print(format_table(header, rows))
-    terminated = any(
+    terminated = stop_signal() is not None or any(
         (RunDir(p).status == "terminated") for p in run.path.rglob("seeds/*") if (p / "status").exists()
     )
     run.write_summary(summary)
@@ -346,7 +355,7 @@ def compare_table(results: dict[str, dict[str, Any]], names: list[str]) -> tuple
 def analyze_forecast_run(run_path: str | Path, epochs) -> Path:
     """Re-evaluate every seed's best checkpoint (test split) and refresh its figures."""
     run = RunDir.open(run_path)
-    data = yaml.safe_load(run.config_path.read_text())
+    data = run.read_config()
     schema = ForecastCompare if data.get("task") == "forecast_compare" else ForecastExperiment
     cfg = validate(schema, data, f"config {run.config_path}")
     if epochs not in (None, ["best"]):

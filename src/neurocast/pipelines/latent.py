@@ -7,10 +7,10 @@ from typing import Any
 
 import torch
 
-from neurocast.checkpoints import load_checkpoint, seed_everything
+from neurocast.checkpoints import resume_checkpoint, seed_everything
 from neurocast.config import config_hash, to_yaml, validate
 from neurocast.data.recording import Recording
-from neurocast.errors import ConfigError, DataError, RunError
+from neurocast.errors import ConfigError, DataError
 from neurocast.pipelines.common import dataset_from_config, recordings_by_session, select_device, setup_torch
 from neurocast.progress import info
 from neurocast.runs import RunDir
@@ -102,31 +102,31 @@ def train_latent(cfg: LatentExperiment, run_path: str | Path | None = None) -> R
         (run.path / "simulation.yaml").write_text(sim_yaml.read_text())
     distributed.broadcast(run.path)
     info(f"run directory: {run.path}")
-    return _fit(cfg, task, run, resume_from=None)
+    try:
+        return _fit(cfg, task, run, resume_from=None)
+    finally:
+        run.release()
 
 
 def resume_latent(run_path: str | Path) -> RunDir:
     """Continue a killed (or finished-early) run from its latest checkpoint."""
-    import yaml
-
     run = RunDir.open(run_path)
-    cfg = validate(LatentExperiment, yaml.safe_load(run.config_path.read_text()), f"config {run.config_path}")
-    latest = run.checkpoints / "latest.pt"
-    if not latest.exists():
-        raise RunError(f"{run.path} has no checkpoints/latest.pt to resume from (it died before its first epoch ended)")
-    if run.status == "complete":
-        raise RunError(f"{run.path} is already complete; start a new run instead")
-    state = load_checkpoint(latest)
-    ensure_run_data(cfg, run)
-    tr = cfg.training
-    device = select_device(tr.device)
-    setup_torch(device, tf32=tr.use_tf32_matmul, threads=tr.num_threads)
-    _, task = build(cfg, device, fitted=state["task"])
-    info(f"resuming {run.path} after epoch {state['epoch']}")
-    return _fit(cfg, task, run, resume_from=latest)
+    cfg = validate(LatentExperiment, run.read_config(), f"config {run.config_path}")
+    run.claim_for_resume()  # the only writer from here on (fails naming the process that has it)
+    try:
+        latest, state = resume_checkpoint(run.checkpoints)
+        ensure_run_data(cfg, run)
+        tr = cfg.training
+        device = select_device(tr.device)
+        setup_torch(device, tf32=tr.use_tf32_matmul, threads=tr.num_threads)
+        _, task = build(cfg, device, fitted=state["task"])
+        info(f"resuming {run.path} after epoch {state['epoch']} ({latest.name})")
+        return _fit(cfg, task, run, resume_from=(latest, state))
+    finally:
+        run.release()
 
 
-def _fit(cfg: LatentExperiment, task: LatentTask, run: RunDir, resume_from: Path | None) -> RunDir:
+def _fit(cfg: LatentExperiment, task: LatentTask, run: RunDir, resume_from: tuple[Path, dict] | None) -> RunDir:
     from neurocast import distributed
 
     tr = cfg.training
@@ -147,7 +147,7 @@ def _fit(cfg: LatentExperiment, task: LatentTask, run: RunDir, resume_from: Path
         epoch_label=task.epoch_label,
     )
     if resume_from is not None:
-        trainer.resume(resume_from)
+        trainer.resume(*resume_from)
     try:
         with run.status_on_error(enabled=main), graceful_stop(trainer):
             summary = trainer.fit()

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from neurocast.checkpoints import load_checkpoint, load_model_state
 from neurocast.config import validate
@@ -60,7 +59,7 @@ class LatentAnalysis:
         from neurocast.pipelines.latent import build, ensure_run_data
 
         self.run = RunDir.open(run_dir)
-        data = yaml.safe_load(self.run.config_path.read_text())
+        data = self.run.read_config()
         if (data or {}).get("task") != "latent":
             raise RunError(f"{self.run.path} is not a latent-dynamics run (task {data.get('task')!r})")
         self.cfg = validate(LatentExperiment, data, f"config {self.run.config_path}")

@@ -19,15 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from neurocast.config import config_hash, to_yaml
+from neurocast.config import config_hash, to_yaml, validate
 from neurocast.data.forecast_data import normalization_protocol
 from neurocast.eval.metrics import mean_ci95
-from neurocast.pipelines.forecast import load_forecast_data, resolved_config, train_forecast
+from neurocast.pipelines.forecast import load_forecast_data, resolved_config, resume_forecast, train_forecast
 from neurocast.progress import info
 from neurocast.report import forecast_figures
 from neurocast.report.tables import fmt, format_table, markdown_table
 from neurocast.runs import RunDir
 from neurocast.schema.forecast import ForecastExperiment, TTTCompare
+from neurocast.train.loop import stop_signal
 
 
 def method_config(cfg: TTTCompare, method: str) -> ForecastExperiment:
@@ -48,16 +49,48 @@ def train_ttt_compare(cfg: TTTCompare, run_path: str | Path | None = None) -> Ru
     else:
         run = RunDir.create_at(run_path, text, seed=cfg.training.seeds[0])
     info(f"run directory: {run.path}")
+    try:
+        return _methods(resolved, run)
+    finally:
+        run.release()
+
+
+def resume_ttt_compare(run_path: str | Path) -> RunDir:
+    """Continue a comparison: finished methods are kept, interrupted ones resume from their
+    checkpoints, methods that never started are trained."""
+    run = RunDir.open(run_path)
+    cfg = validate(TTTCompare, run.read_config(), f"config {run.config_path}")
+    run.claim_for_resume()
+    try:
+        run.set_status("running")
+        return _methods(cfg, run, resume=True)
+    finally:
+        run.release()
+
+
+def _methods(resolved: TTTCompare, run: RunDir, resume: bool = False) -> RunDir:
     with run.status_on_error():
         results = {}
-        for method in cfg.methods:
+        for method in resolved.methods:
+            if stop_signal() is not None:  # SIGTERM/SIGUSR2 during an earlier method
+                break
             info(f"== {method} ==")
-            mcfg = method_config(resolved, method)
-            mrun = train_forecast(mcfg, run.path / "methods" / method)
+            path = run.path / "methods" / method
+            mrun = RunDir(path)
+            if resume and (path / "config.yaml").exists():
+                if mrun.status != "complete":
+                    mrun = resume_forecast(path)
+            else:
+                mrun = train_forecast(method_config(resolved, method), path)
+            if mrun.status != "complete":
+                break
             results[method] = collect(mrun)
-        protocol = normalization_protocol(cfg.data)
+        if len(results) < len(resolved.methods):
+            run.set_status("terminated")
+            return run
+        protocol = normalization_protocol(resolved.data)
         summary = compare(results, run.path, protocol)
-    run.write_summary({"task": "ttt_compare", "experiment": cfg.name, "protocol": protocol, **summary})
+    run.write_summary({"task": "ttt_compare", "experiment": resolved.name, "protocol": protocol, **summary})
     run.set_status("complete")
     return run
 

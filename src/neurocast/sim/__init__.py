@@ -7,17 +7,28 @@ from pathlib import Path
 from neurocast.errors import ConfigError
 
 
-def simulate(cfg, output: str | Path | None = None) -> Path:
-    """Run (or reuse) the simulation a config describes; returns the dataset folder."""
+def simulate(cfg, output: str | Path | None = None, verify: str = "changed") -> Path:
+    """Run (or reuse) the simulation a config describes; returns the dataset folder.
+
+    One process per dataset folder at a time (others wait, then reuse it). A complete
+    folder is reused only once its stores verify (``verify``: ``changed`` checks sizes and
+    re-checksums chunks modified since written; ``full`` re-checksums everything, what
+    `neurocast simulate` does); stores that do not are simulated again."""
     from neurocast.schema.rnn_simulation import RNNSimulationConfig
     from neurocast.schema.simulation import FlySimulationConfig
+    from neurocast.sim.dataset_folder import dataset_folder, dataset_lock, reuse_or_repair
 
     if isinstance(cfg, FlySimulationConfig):
-        from neurocast.sim.fly_simulation import simulate_fly
-
-        return simulate_fly(cfg, output)
-    if isinstance(cfg, RNNSimulationConfig):
-        from neurocast.sim.rnn_sessions import simulate_rnn
-
-        return simulate_rnn(cfg, output)
-    raise ConfigError(f"task {getattr(cfg, 'task', None)!r} is not a simulation")
+        from neurocast.sim.fly_simulation import simulate_fly as run
+    elif isinstance(cfg, RNNSimulationConfig):
+        from neurocast.sim.rnn_sessions import simulate_rnn as run
+    else:
+        raise ConfigError(f"task {getattr(cfg, 'task', None)!r} is not a simulation")
+    folder = dataset_folder(cfg, output)
+    lock = dataset_lock(folder)
+    try:
+        if folder.is_dir():
+            reuse_or_repair(cfg, folder, verify)
+        return run(cfg, output)
+    finally:
+        lock.release()

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from neurocast.checkpoints import capture_rng_state, load_checkpoint, load_model_state, restore_rng_state, save_checkpoint
-from neurocast.errors import CheckpointError, TrainingError
+from neurocast.errors import CheckpointError, StorageError, TrainingError
 from neurocast.progress import info, progress
 from neurocast.runs import RunDir
 from neurocast.train.tracking import Tracker
@@ -128,13 +128,21 @@ class Trainer:
     def save(self, name: str) -> Path | None:
         if self.run is None:
             return None
-        path = save_checkpoint(self.run.checkpoints / name, self._state())
+        try:
+            path = save_checkpoint(self.run.checkpoints / name, self._state())
+        except StorageError as exc:  # say what survives and how to go on
+            kept = sorted(p.name for p in self.run.checkpoints.glob("*.pt"))
+            advice = (f"the run keeps {', '.join(kept)}; free some space, then `neurocast train --resume {self.run.path}`"
+                      if kept else "no checkpoint was written yet: the run starts again from scratch")
+            raise StorageError(f"{exc}; {advice}") from None
         self.saved[name] = self.epoch
         return path
 
-    def resume(self, path: str | Path) -> None:
-        """Continue exactly where the checkpoint was written (end of its epoch)."""
-        state = load_checkpoint(path)
+    def resume(self, path: str | Path, state: dict[str, Any] | None = None) -> None:
+        """Continue exactly where the checkpoint was written (end of its epoch); ``state``:
+        the checkpoint already loaded from ``path``."""
+        if state is None:
+            state = load_checkpoint(path)
         load_model_state(unwrap(self.task.model), state["model"], str(path))
         try:
             self.opt.load_state_dict(state["optimizer"])
@@ -149,14 +157,18 @@ class Trainer:
         self.saved = dict(state["saved"])
         self.stopped_early = state.get("stopped_early")
         if self.run is not None:  # drop metrics logged after this checkpoint (a killed epoch)
-            import json
-
             kept = [m for m in self.run.read_metrics() if m.get("epoch", 0) <= self.epoch]
-            tmp = self.run.metrics_path.with_suffix(".tmp")
-            tmp.write_text("".join(json.dumps(m) + "\n" for m in kept))
-            tmp.replace(self.run.metrics_path)
+            self.run.rewrite_metrics(kept)
             self.run.set_status("running")
             self.history = [m for m in kept if "train/total" in m or "val/loss" in m]
+        self.restart_logs_at(self.epoch + 1)
+
+    def restart_logs_at(self, step: int) -> None:
+        """Drop what a killed attempt logged from ``step`` on (metrics.jsonl and TensorBoard)."""
+        if self.run is not None and step <= 1:
+            self.run.rewrite_metrics([])
+        if self.tracker is not None:  # TensorBoard points of the killed epochs
+            self.tracker.resume_at(step)
 
     # ------------------------------------------------------------------ training
     def fit(self) -> dict[str, Any]:
@@ -253,7 +265,7 @@ class Trainer:
                 if self.checkpoint_every and self.epoch % self.checkpoint_every == 0:
                     self.save(f"epoch_{self.epoch:04d}.pt")
                 self.save("latest.pt")
-        if self.is_main:
+        if self.is_main and self.stop_requested is None:  # a stopped run is not final
             self.save("final.pt")
         if self.tracker is not None:
             self.tracker.flush()
@@ -266,9 +278,10 @@ class Trainer:
     def _diverged(self, epoch: int, losses: dict[str, torch.Tensor]) -> None:
         parts = ", ".join(f"{k}={float(v.detach() if torch.is_tensor(v) else v):.4g}" for k, v in losses.items())
         last = self.run.checkpoints / "latest.pt" if self.run is not None and (self.run.checkpoints / "latest.pt").exists() else None
-        if self.run is not None:
+        if self.run is not None:  # epoch and step numbered like the message (from 1)
             self.run.set_status("failed")
-            self.run.log({"epoch": epoch, "event": "diverged", "losses": {k: float(v.detach() if torch.is_tensor(v) else v) for k, v in losses.items()}})
+            self.run.log({"epoch": epoch + 1, "step": self.step + 1, "event": "diverged",
+                          "losses": {k: float(v.detach() if torch.is_tensor(v) else v) for k, v in losses.items()}})
         keep = f"; the last good checkpoint is {last}" if last else "; no checkpoint was written yet"
         raise TrainingError(
             f"training diverged at epoch {epoch + 1}, step {self.step + 1}: loss is not finite ({parts}); "
@@ -290,13 +303,34 @@ class Trainer:
         }
 
 
+#: the stop signal this process received (SIGTERM/SIGUSR2), kept so that a pipeline training
+#: several models (seeds, methods) stops them all and the CLI exits with 128 + its number
+_STOP_SIGNAL: list[int] = []
+
+
+def stop_signal() -> int | None:
+    """The SIGTERM/SIGUSR2 this process received while training, or None."""
+    return _STOP_SIGNAL[-1] if _STOP_SIGNAL else None
+
+
+def clear_stop_signal() -> None:
+    _STOP_SIGNAL.clear()
+
+
 @contextmanager
 def graceful_stop(trainer: Trainer):
-    """SIGTERM / SIGUSR2 (cluster pre-emption, time limits) finish the epoch, checkpoint and stop."""
+    """SIGTERM / SIGUSR2 (cluster pre-emption, time limits) finish the epoch, checkpoint and stop.
+
+    A signal received before (while an earlier seed or method trained) stops this trainer
+    before its first epoch."""
     previous = {}
 
     def handler(signum, frame):
+        _STOP_SIGNAL.append(signum)
         trainer.request_stop(f"received {signal.Signals(signum).name}")
+
+    if stop_signal() is not None:
+        trainer.request_stop(f"received {signal.Signals(stop_signal()).name}")
 
     for sig in (signal.SIGTERM, getattr(signal, "SIGUSR2", None)):
         if sig is None:

@@ -22,17 +22,27 @@ class Tracker:
         self.wandb = None
         if self.run is None:
             return
-        tb_on = getattr(logging_cfg, "tensorboard", True)
-        if tb_on:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(log_dir=str(self.run.path / "tensorboard"), purge_step=purge_step)
-            except Exception as exc:  # tensorboard missing/broken: metrics.jsonl still has everything
-                print(f"warning: TensorBoard disabled ({exc})", file=sys.stderr)
+        if getattr(logging_cfg, "tensorboard", True):
+            self._open_tensorboard(purge_step)
         wb = getattr(logging_cfg, "wandb", None)
         if wb is not None and wb.enabled:
             self.wandb = start_wandb(wb, self.run, config or {})
+
+    def _open_tensorboard(self, purge_step: int | None) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(log_dir=str(self.run.path / "tensorboard"), purge_step=purge_step)
+        except Exception as exc:  # tensorboard missing/broken: metrics.jsonl still has everything
+            print(f"warning: TensorBoard disabled ({exc})", file=sys.stderr)
+            self.tb = None
+
+    def resume_at(self, step: int) -> None:
+        """A resumed run logs again from ``step``: TensorBoard drops the points a killed run
+        wrote at ``step`` and later (``purge_step``), so curves have no duplicates."""
+        if self.tb is not None:
+            self.tb.close()
+            self._open_tensorboard(step)
 
     def log(self, record: dict[str, Any], step: int) -> None:
         """Append to metrics.jsonl and send the numeric entries to TensorBoard / W&B."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from neurocast.data.recording import Recording
+from neurocast.data.store import is_store
 from neurocast.errors import DataError
 
 
@@ -104,6 +105,8 @@ def _load_folder(path: Path, format: str | None, options: Mapping[str, Any]) -> 
     for child in sorted(path.iterdir()):
         if child.name.startswith(".") or ".partial-" in child.name:
             continue
+        if child.suffix == ".zarr" and child.is_dir() and not is_store(child):  # never skip a damaged store
+            raise DataError(f"{child} is not a readable neurocast store (its zarr.json is missing or damaged)")
         child_src = _find_source(child, format)
         if child_src is not None:
             recs.extend(child_src.load(child, options))
