@@ -12,9 +12,9 @@ def _adapt_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="file or folder of the new session(s)")
     p.add_argument("--steps", type=int, default=None, help="adaptation steps (default: eval.adaptation.steps)")
     p.add_argument("--optimizer", choices=["adam", "sgd"], default=None,
-                   help="default: SGD for meta-trained models (their inner loop), Adam for standard ones")
+                   help="default: the meta inner loop's optimizer for meta-trained models, Adam for standard ones")
     p.add_argument("--lr", type=float, default=None,
-                   help="step size (default: the meta inner loop's for meta-trained models, 1e-3 with Adam)")
+                   help="step size (default: the meta inner loop's for meta-trained models, 1e-3 for Adam)")
     p.add_argument("--budget", type=int, default=None, help="support windows from the start of the training part")
     p.add_argument("--seconds", type=float, default=None, help="support budget in seconds of recording")
     p.add_argument("--dataset", default=None, help="which of the run's datasets the data belongs to (default: first)")
@@ -26,7 +26,7 @@ def _adapt_args(p: argparse.ArgumentParser) -> None:
                    help="session (default): the session's statistics from its whole training part; support: the "
                    "support frames' only")
     p.add_argument("--holdout", type=float, default=None,
-                   help="fraction of the support windows held back for early stopping (0: off)")
+                   help="fraction of the support windows held back for early stopping (default 0.2; 0: off)")
     p.add_argument("--model", default=None,
                    help="model label (forecast_compare run) or method (ttt_compare run); default: the first")
     p.add_argument("--init", choices=["auto", "learned", "mean", "random"], default=None, help="new embeddings' start")

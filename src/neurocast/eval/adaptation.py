@@ -214,19 +214,24 @@ def adapt_session(
     query: np.ndarray | None = None,
     batch_size: int = 64,
     eval_every: int = 1,
+    eval_steps: list[int] | None = None,
     normalization: str = "session",
     holdout: float = 0.0,
     seed: int = 0,
     query_splits: tuple[str, ...] = ("val", "test"),
 ) -> AdaptationResult:
-    """Adapt ``model`` to ``session`` (see the module docstring); ``lr`` None = learned step sizes."""
+    """Adapt ``model`` to ``session`` (see the module docstring); ``lr`` None = learned step sizes.
+
+    The query is scored at step 0, every ``eval_every`` steps (or at ``eval_steps``) and at the end.
+    """
     L = context + horizon
     support, default_query = support_query(session, L, support_windows, support_seconds, query_windows, query_splits)
     query = default_query if query is None else np.asarray(query)
     batch = SessionBatches(session, session_data(session, support, L, normalization), context, horizon, device)
     query_batches = batch.chunks(query)
     fit, held = holdout_split(support, context, horizon, holdout)
-    held_batches = batch.chunks(held) if held.size else []
+    scored = held if held.size <= 256 else held[np.unique(np.round(np.linspace(0, held.size - 1, 256)).astype(np.int64))]
+    held_batches = batch.chunks(scored) if held.size else []  # at most 256 held-back windows are scored
     was = model.training
     model.eval()
     g = torch.Generator().manual_seed(seed)
@@ -248,8 +253,10 @@ def adapt_session(
     def support_batch(k: int):
         return fixed if fixed is not None else batch(np.sort(rng.choice(fit, batch_size, replace=False)))
 
+    at = set(eval_steps) if eval_steps else None
+
     def record(k: int, current: dict[str, torch.Tensor], loss: torch.Tensor) -> bool:
-        if k % eval_every == 0 or k == steps:
+        if (k in at if at is not None else k % eval_every == 0) or k == steps:
             q, _ = score_batches(model, current, query_batches)
             steps_done.append(k)
             scores.append(1 - q / copy_mse)
@@ -338,17 +345,19 @@ DEFAULT_ADAM_LR = 1e-3
 def resolve_optimizer(optimizer: str, lr: float | None, training) -> tuple[str, float | None]:
     """(optimizer, lr) for adapting a model trained with ``training`` (a ForecastTraining).
 
-    ``auto``: SGD for meta-trained models (the inner loop they were trained for), Adam
-    for standard ones. lr None: the meta inner loop's step size (None = its learned
-    per-group step sizes) for SGD on a meta-trained model, 1e-3 for Adam.
+    ``auto``: the meta inner loop's optimizer for meta-trained models (what they were
+    trained for), Adam for standard ones. lr None: the inner loop's step size (None = its
+    learned per-group step sizes) when adapting a meta-trained model with its own
+    optimizer, else 1e-3 for Adam.
     """
     meta_trained = training.mode != "standard"
+    inner = training.meta.inner_optimizer
     if optimizer == "auto":
-        optimizer = "sgd" if meta_trained else "adam"
+        optimizer = inner if meta_trained else "adam"
     if lr is not None:
         return optimizer, lr
+    if meta_trained and optimizer == inner:
+        return optimizer, None if training.meta.learn_inner_lr else training.meta.inner_lr
     if optimizer == "adam":
         return optimizer, DEFAULT_ADAM_LR
-    if meta_trained:
-        return optimizer, None if training.meta.learn_inner_lr else training.meta.inner_lr
     raise ConfigError("SGD adaptation of a standard model needs a learning rate (eval.adaptation.lr or --lr)")

@@ -113,8 +113,8 @@ def run_protocol(
             kw = ({"support_windows": None if b == "all" else int(b)} if kind == "windows"
                   else {"support_seconds": float(b)})
             support, query = support_query(s, L, query_windows=ad.query_windows, **kw)
-            r = adapt_session(model, s, context, horizon, device, steps=ad.steps, eval_every=ad.eval_every, init=init,
-                              query=query, seed=seed * 1000 + i, **kw, **common)
+            r = adapt_session(model, s, context, horizon, device, steps=ad.steps, eval_every=ad.eval_every,
+                              eval_steps=ad.eval_steps, init=init, query=query, seed=seed * 1000 + i, **kw, **common)
             row: dict[str, Any] = {
                 "session": s.name, "support_windows": r.support_windows, "fit_windows": r.fit_windows,
                 "holdout_windows": r.holdout_windows, "query_windows": r.query_windows,

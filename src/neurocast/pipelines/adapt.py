@@ -78,6 +78,10 @@ def adapt_run(run_dir, data_path, *, steps=None, lr=None, budget=None, seconds=N
                           query_windows=ad.query_windows, batch_size=ad.batch_size, eval_every=eval_every,
                           normalization=normalization, holdout=holdout, seed=i)
         results.append(r)
+        if holdout and r.holdout_windows == 0 and steps:
+            info(f"{s.name}: {r.support_windows} support windows are too few to hold any back for early stopping "
+                 f"(needs > {cfg.data.horizon + 1}); all {steps} steps were taken - with few windows adaptation "
+                 "overfits after a few steps (see --steps)")
         save_checkpoint(out / f"adapted_{s.name.split('/', 1)[-1]}.pt", {
             "session": s.name, "embeddings": r.embeddings(), "parameters": r.adapted_parameters(),
             "base_checkpoint": str(ckpt), "params": params, "units": s.units,

@@ -163,7 +163,7 @@ def build_task(cfg, model_cfg, sessions, names, seed: int, device) -> ForecastTa
     if cfg.training.init_from:
         from neurocast.pipelines.trained_runs import load_pretrained
 
-        done = load_pretrained(model, cfg.training.init_from)
+        done = load_pretrained(model, cfg.training.init_from, seed)
         info(f"initialised from {done['checkpoint']}: {len(done['loaded'])} tensors loaded, "
              f"{len(done['skipped'])} kept ({', '.join(done['skipped'][:4])}{' ...' if len(done['skipped']) > 4 else ''})")
     if cfg.training.mode == "standard":

@@ -87,8 +87,11 @@ def checkpoint_of(seed_run: RunDir) -> Path:
     return best if best.exists() else seed_run.checkpoints / "final.pt"
 
 
-def load_pretrained(model: torch.nn.Module, source: str | Path) -> dict[str, Any]:
+def load_pretrained(model: torch.nn.Module, source: str | Path, seed: int | None = None) -> dict[str, Any]:
     """Copy every parameter of a trained run's checkpoint whose name and shape match into ``model``.
+
+    From a run with several seeds, the seed ``seed`` is used where the run has it (so every
+    seed of a new run starts from its own pretrained model), else the run's first seed.
 
     Per-session embedding tables load only where the sessions are the same (same shape).
     A meta-learned initialisation (``init_unit``, ``init_session``) absent from the
@@ -98,7 +101,15 @@ def load_pretrained(model: torch.nn.Module, source: str | Path) -> dict[str, Any
     from neurocast.checkpoints import load_checkpoint
 
     p = Path(source).expanduser()
-    ckpt = p if p.is_file() else checkpoint_of(forecast_run(p)[0])
+    if p.is_file():
+        ckpt = p
+    else:
+        try:
+            ckpt = checkpoint_of(forecast_run(p, seed)[0])
+        except RunError:
+            if seed is None:
+                raise
+            ckpt = checkpoint_of(forecast_run(p)[0])
     state = load_checkpoint(ckpt, map_location="cpu")["model"]
     own = model.state_dict()
     loaded, skipped = [], []

@@ -33,12 +33,21 @@ from neurocast.runs import RunDir
 from neurocast.schema.forecast import ForecastExperiment, TTTCompare
 
 
-def method_config(cfg: TTTCompare, method: str) -> ForecastExperiment:
+def method_config(cfg: TTTCompare, method: str, standard_run: Path | None = None) -> ForecastExperiment:
     data = cfg.model_dump(mode="json")
     data.pop("methods")
+    data.pop("meta_from_standard")
+    meta_steps = data.pop("meta_max_steps")
     data["task"] = "forecast"
     data["name"] = f"{cfg.name}_{method}"
     data["training"]["mode"] = method
+    if method != "standard":
+        if standard_run is not None:
+            data["training"]["init_from"] = str(standard_run)
+        if meta_steps is not None:
+            data["training"]["max_steps"] = meta_steps
+        if "standard" in cfg.methods:  # the baselines do not depend on the method: the standard run scores them
+            data["eval"]["adaptation"]["baselines"] = []
     return ForecastExperiment.model_validate(data)
 
 
@@ -55,7 +64,8 @@ def train_ttt_compare(cfg: TTTCompare, run_path: str | Path | None = None) -> Ru
         results = {}
         for method in cfg.methods:
             info(f"== {method} ==")
-            mcfg = method_config(resolved, method)
+            standard = run.path / "methods" / "standard" if cfg.meta_from_standard else None
+            mcfg = method_config(resolved, method, standard)
             mrun = train_forecast(mcfg, run.path / "methods" / method)
             results[method] = collect(mrun)
             if mrun.status == "terminated":  # SIGTERM: stop here, do not start the next method
@@ -99,6 +109,10 @@ def compare(results: dict[str, dict[int, dict[str, Any]]], folder: Path) -> dict
             runs = [s["adaptation"]["budgets"][b] for s in seeds.values() if b in (s.get("adaptation") or {}).get("budgets", {})]
             st = pool(runs)
             st.pop("per_session")
+            if method != "standard" and b in table.get("standard", {}):
+                for key in ("nlinear_train", "nlinear_support", "scratch"):  # same windows, scored once
+                    if not st[key]["n"]:
+                        st[key] = table["standard"][b][key]
             st["train_seconds_per_step"] = float(np.mean(secs)) if secs else None
             st["inner_support_ratio"] = float(np.mean(ratios)) if ratios else None
             st["seeds"] = len(runs)

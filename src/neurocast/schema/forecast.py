@@ -175,7 +175,11 @@ def _groups(v):
 class MetaConfig(Section):
     """Meta-learning of fast adaptation (training.mode fomaml / e2e_ttt)."""
 
-    inner_lr: float = Field(1e-2, gt=0)
+    inner_lr: float = Field(1e-2, gt=0, description="inner-loop step size (SGD: ~1-10 for embeddings; Adam: ~1e-2)")
+    inner_optimizer: Literal["sgd", "adam"] = Field(
+        "sgd", description="inner-loop update: sgd, or adam (bias-corrected, written functionally so that E2E-TTT "
+        "differentiates through it); test-time adaptation of the model uses the same by default"
+    )
     inner_steps: int = Field(3, ge=1)
     meta_batch_size: int = Field(4, ge=1, description="sessions per meta-batch")
     support_windows: int = Field(32, ge=1, description="support windows per session (earliest in its training part)")
@@ -237,24 +241,28 @@ class AdaptationConfig(Section):
     )
     steps: int = Field(100, ge=0, description="adaptation steps K of the curve")
     optimizer: Literal["auto", "adam", "sgd"] = Field(
-        "auto", description="auto: SGD for meta-trained models (their inner loop), Adam for standard ones"
+        "auto", description="auto: the meta inner loop's optimizer for meta-trained models, Adam for standard ones"
     )
     lr: float | None = Field(
         None, gt=0, description="step size; default: the meta inner loop's (its learned step sizes with "
-        "meta.learn_inner_lr) for meta-trained models, 1e-3 with Adam for standard ones"
+        "meta.learn_inner_lr) for meta-trained models adapted with their inner optimizer, else 1e-3 (Adam)"
     )
     normalization: Literal["session", "support"] = Field(
         "session", description="session: the session's statistics from its whole training part (unlabelled activity, "
         "as for training sessions); support: statistics of the support frames only (unreliable for few-shot budgets)"
     )
     holdout: float = Field(
-        0.0, ge=0, lt=1, description="fraction of the support windows held back (latest, unseen targets) for early "
-        "stopping; 0 = off; budgets too small to hold back run without"
+        0.2, ge=0, lt=1, description="fraction of the support windows held back (the latest, with targets no fitted "
+        "window saw) for early stopping; 0 = off; budgets under ~horizon + 2 windows run without"
     )
     support_windows: int | None = Field(None, ge=1, description="budget in windows from the start of the training part")
     support_seconds: float | None = Field(None, gt=0, description="budget in seconds of recording")
     batch_size: int = Field(64, ge=1, description="support windows per step (all of them when fewer)")
     eval_every: int = Field(1, ge=1, description="score the query split every N steps")
+    eval_steps: list[int] | None = Field(
+        None, description="score the query split after exactly these steps instead (plus 0 and the last), e.g. "
+        "[1, 2, 3, 5, 10, 20, 50] to resolve fast early adaptation"
+    )
     long_steps: int = Field(300, ge=0, description="long fine-tuning whose gain defines steps-to-95% (0: skip it and "
                             "refer to the end of the curve)")
     budgets: list[int | Literal["all"]] = Field(
@@ -307,9 +315,17 @@ class TTTCompare(ForecastExperiment):
     methods: list[Literal["standard", "fomaml", "e2e_ttt"]] = Field(
         ["standard", "fomaml", "e2e_ttt"], min_length=1, description="training modes compared (one run directory each)"
     )
+    meta_max_steps: int | None = Field(None, ge=1, description="training.max_steps of the meta-trained methods "
+                                       "(default: the same as standard)")
+    meta_from_standard: bool = Field(
+        False, description="meta-train fomaml / e2e_ttt from the standard method's trained model of the same seed "
+        "(training.init_from); needs standard first in methods"
+    )
 
     @model_validator(mode="after")
     def _held_out(self):
         if not self.data.held_out_sessions:
             raise ValueError("ttt_compare needs data.held_out_sessions (the sessions every method adapts to)")
+        if self.meta_from_standard and (not self.methods or self.methods[0] != "standard"):
+            raise ValueError("meta_from_standard needs 'standard' as the first of methods")
         return self

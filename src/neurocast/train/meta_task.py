@@ -12,8 +12,9 @@ dataset; each keeps its own dataset embedding). For every session:
 2. fresh embeddings for its units and session start from the learned initialisation
    (``meta.init``) - the state a brand-new recording starts in at test time;
 3. the inner loop (:func:`neurocast.train.ttt.inner_loop`, the same loop test-time
-   adaptation uses) takes ``inner_steps`` SGD steps of size ``inner_lr`` - or of learned
-   per-group step sizes with ``learn_inner_lr`` (Meta-SGD) - on those embeddings and any
+   adaptation uses) takes ``inner_steps`` SGD (or Adam, ``inner_optimizer``) steps of size
+   ``inner_lr`` - or of learned per-group step sizes with ``learn_inner_lr`` (Meta-SGD) -
+   on those embeddings and any
    other parameter groups in ``meta.adapt``, through ``torch.func.functional_call``;
 4. the query loss of the adapted model is the session's meta-loss.
 
@@ -131,16 +132,18 @@ class MetaTask(ForecastTask):
         return nullcontext()
 
     def session_meta_loss(self, s: Session, support, query) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(query loss after the inner loop, first support loss, last support loss) for one session."""
+        """(query loss after the inner loop, support loss before it, support loss after it) for one session."""
         fast = adaptable(self.model, fast_init(self.model, s.D, self.meta.init), self.meta.adapt)
         with self._autocast():
             fast, inner = inner_loop(self.model, fast, support, self.meta.inner_steps, self.inner_lr,
                                      create_graph=self.second_order, checkpointed=self.meta.activation_checkpointing,
-                                     names=adapted_names(fast, self.meta.adapt))
+                                     optimizer=self.meta.inner_optimizer, names=adapted_names(fast, self.meta.adapt))
             # the query forward is differentiated once (only the inner steps twice): any kernel
             q = masked_mse(forward_with(self.model, fast, query, self.meta.activation_checkpointing).float(),
                            query.y, query.unit_mask)
-        return q, inner[0].detach(), inner[-1].detach()
+            with torch.no_grad():  # the support loss after the last inner step (inner[-1] is before it)
+                after = masked_mse(forward_with(self.model, fast, support).float(), support.y, support.unit_mask)
+        return q, inner[0].detach(), after
 
     def losses(self, batch, epoch: int) -> dict[str, torch.Tensor]:
         acc = len(batch)
@@ -181,9 +184,9 @@ class MetaTask(ForecastTask):
         for s in sessions:
             r = adapt_session(
                 self.model, s, self.C, self.P, self.device, steps=m.inner_steps, lr=self.inner_lr,
-                params=m.adapt, init=m.init, optimizer="sgd", support_windows=m.support_windows,
+                params=m.adapt, init=m.init, optimizer=m.inner_optimizer, support_windows=m.support_windows,
                 query_windows=8, batch_size=m.support_windows, eval_every=m.inner_steps,
-                normalization="session", seed=0, query_splits=(split,),
+                normalization="session", holdout=0.0, seed=0, query_splits=(split,),
             )
             fast[s.name] = r.fast
             before[s.name] = r.query_mse[0]
