@@ -244,3 +244,38 @@ def test_adapt_a_compare_run_with_adam(tiny_rnn, tmp_path, run_cli):
     assert code == 2 and "no per-session embeddings" in err
     code, out, err = run_cli("adapt", run, "--data", tiny_rnn / "session_04.zarr", "--model", "gru", "--steps", "1")
     assert code == 2 and "'gru' is not in" in err
+
+
+def test_a_stopped_ttt_compare_resumes_without_retraining_finished_methods(tiny_rnn, tmp_path, monkeypatch, run_cli):
+    import neurocast.pipelines.forecast as fc
+    from neurocast.pipelines.ttt_compare import train_ttt_compare
+
+    real = fc.train_seed
+    calls = []
+
+    def stopping(cfg, model_cfg, sessions, names, seed, run, device, resume=False):
+        calls.append(cfg.training.mode)
+        if cfg.training.mode == "fomaml":  # as if SIGTERM arrived while FOMAML trained
+            run.set_status("terminated")
+            return {"terminated": True}
+        return real(cfg, model_cfg, sessions, names, seed, run, device, resume)
+
+    monkeypatch.setattr(fc, "train_seed", stopping)
+    cfg = forecast_config(tiny_rnn, max_steps=2, val_every=2, meta={"support_windows": 8, "query_windows": 8,
+                                                                     "meta_batch_size": 2, "inner_steps": 1})
+    cfg.update(task="ttt_compare", name="cmp", runs_dir=str(tmp_path), methods=["standard", "fomaml", "e2e_ttt"],
+               meta_from_standard=True)
+    cfg["data"]["held_out_sessions"] = ["rnn/last:1"]
+    cfg["eval"]["adaptation"].update(baselines=[], long_steps=0)
+    run = train_ttt_compare(load_task_config(cfg))
+    assert calls == ["standard", "fomaml"] and run.status == "terminated"
+    assert not (run.path / "methods" / "e2e_ttt").exists()
+    calls.clear()
+    monkeypatch.setattr(fc, "train_seed", lambda *a, **k: (calls.append(a[0].training.mode), real(*a, **k))[1])
+    code, out, err = run_cli("train", "--resume", run.path)
+    assert code == 0, err
+    assert calls == ["fomaml", "e2e_ttt"]  # standard was complete and is not trained again
+    summary = json.loads((run.path / "summary.json").read_text())
+    assert set(summary["methods"]) == {"standard", "fomaml", "e2e_ttt"}
+    meta_cfg = yaml.safe_load((run.path / "methods" / "e2e_ttt" / "config.yaml").read_text())
+    assert meta_cfg["training"]["init_from"] == str(run.path / "methods" / "standard")

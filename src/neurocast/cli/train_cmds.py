@@ -48,6 +48,10 @@ def resume_run(path):
         from neurocast.pipelines.forecast import resume_forecast
 
         return resume_forecast(run.path)
+    if task == "ttt_compare":
+        from neurocast.pipelines.ttt_compare import resume_ttt_compare
+
+        return resume_ttt_compare(run.path)
     raise ConfigError(f"{run.path}: task {task!r} cannot be resumed")
 
 

@@ -13,7 +13,8 @@ after ``steps`` adaptation steps (mean and 95% interval), the early-stopped and 
 fine-tuning scores, steps-to-95% (only where the gain's interval lies above 0), NLinear
 (training sessions / support) and POCO from scratch on the support, the meta inner
 loop's support-loss ratio (after / before) and the seconds per training step.
-A SIGTERM stops the whole comparison (the method being trained checkpoints first).
+A SIGTERM stops the whole comparison (the method being trained checkpoints first);
+``neurocast train --resume RUN`` continues it.
 """
 
 from __future__ import annotations
@@ -60,19 +61,43 @@ def train_ttt_compare(cfg: TTTCompare, run_path: str | Path | None = None) -> Ru
     else:
         run = RunDir.create_at(run_path, text, seed=cfg.training.seeds[0])
     info(f"run directory: {run.path}")
+    return _run_methods(resolved, run, resume=False)
+
+
+def resume_ttt_compare(run_path: str | Path) -> RunDir:
+    """Continue a stopped comparison: finished methods are kept, a stopped one resumes, the rest train."""
+    import yaml
+
+    from neurocast.config import validate
+    from neurocast.errors import RunError
+
+    run = RunDir.open(run_path)
+    cfg = validate(TTTCompare, yaml.safe_load(run.config_path.read_text()), f"config {run.config_path}")
+    if run.status == "complete":
+        raise RunError(f"{run.path} is already complete; start a new run instead")
+    run.set_status("running")
+    return _run_methods(cfg, run, resume=True)
+
+
+def _run_methods(resolved: TTTCompare, run: RunDir, resume: bool) -> RunDir:
+    from neurocast.pipelines.forecast import resume_forecast
+
     with run.status_on_error():
         results = {}
-        for method in cfg.methods:
+        for method in resolved.methods:
             info(f"== {method} ==")
-            standard = run.path / "methods" / "standard" if cfg.meta_from_standard else None
-            mcfg = method_config(resolved, method, standard)
-            mrun = train_forecast(mcfg, run.path / "methods" / method)
+            path = run.path / "methods" / method
+            if resume and (path / "config.yaml").exists():
+                mrun = RunDir(path) if RunDir(path).status == "complete" else resume_forecast(path)
+            else:
+                standard = run.path / "methods" / "standard" if resolved.meta_from_standard else None
+                mrun = train_forecast(method_config(resolved, method, standard), path)
             results[method] = collect(mrun)
             if mrun.status == "terminated":  # SIGTERM: stop here, do not start the next method
                 run.set_status("terminated")
                 return run
         summary = compare(results, run.path)
-    run.write_summary({"task": "ttt_compare", "experiment": cfg.name, **summary})
+    run.write_summary({"task": "ttt_compare", "experiment": resolved.name, **summary})
     run.set_status("complete")
     return run
 
