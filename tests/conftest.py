@@ -122,6 +122,6 @@ def forecast_config(dataset, **training):
                   "conditioning_dim": 64},
         "training": {"max_steps": 20, "val_every": 10, "batch_size": 16, "val_windows": 32, **training},
         "eval": {"adaptation": {"steps": 6, "eval_every": 3, "long_steps": 8, "budgets": [10], "query_windows": 32,
-                                "batch_size": 16}},
+                                "batch_size": 16, "scratch_steps": 4}},
         "logging": {"tensorboard": False},
     }

@@ -97,8 +97,9 @@ def metrics_of(run: Path) -> dict[str, Any]:
     elif summ.get("task") == "ttt_compare":
         for method, budgets in summ.get("methods", {}).items():
             for b, e in budgets.items():
-                m[f"{method}/{b}/adapted_score"] = e["adapted_score"]["mean"]
-                m[f"{method}/{b}/steps_to_95"] = e["steps_to_95"]["median"]
+                m[f"{method}/{b}/adapted_score"] = e["adapted"]["mean"]
+                m[f"{method}/{b}/gain"] = e["gain"]["mean"]
+                m[f"{method}/{b}/steps_to_95"] = e["steps_to_95"]
     return m
 
 

@@ -48,6 +48,11 @@ from neurocast.models.forecast_base import ForecastBatch, ForecastModel, Session
 from neurocast.schema.forecast import PocoConfig
 
 
+#: disjoint parameter groups that test-time training can adapt (see neurocast.train.ttt):
+#: unit embeddings, session embedding, FiLM (alpha, beta), output layer, everything else
+ADAPT_GROUPS = ("units", "session", "film", "output", "backbone")
+
+
 class Rotary(nn.Module):
     """Rotary time embedding on interleaved pairs; the first half of the pairs rotate."""
 
@@ -177,6 +182,9 @@ class POCO(ForecastModel):
             # meta-learned starting point of a new session's embeddings (test-time training)
             self.init_unit = nn.Parameter(torch.randn(d) * 0.02)
             self.init_session = nn.Parameter(torch.randn(d) * 0.02)
+        if cfg.learned_inner_lr is not None:
+            # Meta-SGD: one learned log step size per adaptable parameter group (ADAPT_GROUPS)
+            self.inner_log_lr = nn.Parameter(torch.full((len(ADAPT_GROUPS),), math.log(cfg.learned_inner_lr)))
         self.input_proj = nn.Linear(cfg.token_length, d)
         self.perceiver = Perceiver(cfg, context)
         self.film = cfg.conditioning == "film"

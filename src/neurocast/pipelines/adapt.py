@@ -3,9 +3,12 @@
 The new sessions are preprocessed with the run's own data settings (context, horizon,
 resampling of the chosen dataset, normalisation, filters), given fresh embeddings, and
 adapted on the earliest windows of their training part (a budget in windows or seconds,
-default: all of it). The adapted embeddings (and the whole model with ``--params all``),
-the adaptation curves and a figure go to ``<seed run>/adaptations/<time>_<data name>/``,
-whose path is printed last.
+default: all of it) with Adam or SGD (``--optimizer``; default: SGD at the meta inner
+loop's step size for meta-trained models, Adam at 1e-3 for standard ones). The adapted
+embeddings and any other adapted parameter groups (``--params``), the adaptation curves
+and a figure go to ``<seed run>/adaptations/<time>_<data name>/``, whose path is printed
+last. Runs of ``forecast_compare`` and ``ttt_compare`` are accepted (``--model`` picks
+the model label or method).
 """
 
 from __future__ import annotations
@@ -13,45 +16,32 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-
 from neurocast.checkpoints import load_checkpoint, load_model_state, save_checkpoint
-from neurocast.config import validate
 from neurocast.data.forecast_data import normalization_protocol, prepare_sessions
-from neurocast.errors import ConfigError, RunError
-from neurocast.eval.adaptation import adapt_session, mean_curve
+from neurocast.errors import ConfigError
+from neurocast.eval.adaptation import adapt_session, mean_curve, resolve_optimizer
 from neurocast.models.factory import build_forecaster
 from neurocast.models.forecast_base import SessionTable
 from neurocast.pipelines.common import recordings_by_session, select_device
 from neurocast.pipelines.forecast import model_config_for
+from neurocast.pipelines.trained_runs import checkpoint_of, forecast_run
 from neurocast.progress import info
 from neurocast.report import forecast_figures
 from neurocast.report.tables import fmt, format_table
-from neurocast.runs import RunDir, write_json
-from neurocast.schema.forecast import ForecastExperiment
-
-
-def seed_run(run: RunDir, seed: int | None) -> tuple[RunDir, ForecastExperiment]:
-    data = run.read_config()
-    if data.get("task") != "forecast":
-        raise RunError(f"{run.path} is not a forecasting run (task {data.get('task')!r}); adapt needs one")
-    cfg = validate(ForecastExperiment, data, f"config {run.config_path}")
-    if (run.checkpoints / "best.pt").exists() or (run.checkpoints / "final.pt").exists():
-        return run, cfg  # already a seed directory
-    seed = cfg.training.seeds[0] if seed is None else seed
-    path = run.path / "seeds" / str(seed)
-    if not path.is_dir():
-        raise RunError(f"{run.path} has no seed {seed} (seeds: {cfg.training.seeds})")
-    return RunDir(path), cfg
+from neurocast.runs import write_json
 
 
 def adapt_run(run_dir, data_path, *, steps=None, lr=None, budget=None, seconds=None, dataset=None, seed=None,
-              params=None, init=None, dt=None, eval_every: int = 1) -> Path:
-    sr, cfg = seed_run(RunDir.open(run_dir), seed)
+              params=None, init=None, dt=None, eval_every: int = 1, optimizer=None, normalization=None,
+              holdout=None, model_label=None) -> Path:
+    sr, cfg = forecast_run(run_dir, seed, model_label)
     ad = cfg.eval.adaptation
     steps = ad.steps if steps is None else steps
-    lr = ad.lr if lr is None else lr
-    params = params or ad.params
+    optimizer, lr = resolve_optimizer(optimizer or ad.optimizer, lr if lr is not None else ad.lr, cfg.training)
+    params = list(params or ad.params)
     init = init or ad.init
+    normalization = normalization or ad.normalization
+    holdout = ad.holdout if holdout is None else holdout
     if budget is not None and seconds is not None:
         raise ConfigError("give --budget (windows) or --seconds, not both")
     names = [d.name for d in cfg.data.datasets]
@@ -59,7 +49,7 @@ def adapt_run(run_dir, data_path, *, steps=None, lr=None, budget=None, seconds=N
     if dname not in names:
         raise ConfigError(f"--dataset {dname!r} is not one of the run's datasets ({', '.join(names)})")
     spec = cfg.data.datasets[names.index(dname)]
-    ckpt = sr.checkpoints / "best.pt" if (sr.checkpoints / "best.pt").exists() else sr.checkpoints / "final.pt"
+    ckpt = checkpoint_of(sr)
     device = select_device(cfg.training.device)
     state = load_checkpoint(ckpt, map_location=device)
     table = SessionTable.from_dict(state["task"]["sessions"])
@@ -80,20 +70,26 @@ def adapt_run(run_dir, data_path, *, steps=None, lr=None, budget=None, seconds=N
         k += 1
     out.mkdir(parents=True)
     results = []
+    lr_text = "learned step sizes" if lr is None else f"lr {lr:g}"
     for i, s in enumerate(sessions):
-        info(f"adapting to {s.name} ({s.D} units): {steps} steps")
+        info(f"adapting to {s.name} ({s.D} units): {steps} {optimizer} steps, {lr_text}, {'+'.join(params)}")
         r = adapt_session(model, s, cfg.data.context, cfg.data.horizon, device, steps=steps, lr=lr, params=params,
-                          init=init, optimizer=ad.optimizer, support_windows=budget, support_seconds=seconds,
+                          init=init, optimizer=optimizer, support_windows=budget, support_seconds=seconds,
                           query_windows=ad.query_windows, batch_size=ad.batch_size, eval_every=eval_every,
-                          seed=i, keep_state=True)
+                          normalization=normalization, holdout=holdout, seed=i)
         results.append(r)
+        if holdout and r.holdout_windows == 0 and steps:
+            info(f"{s.name}: {r.support_windows} support windows are too few to hold any back for early stopping "
+                 f"(needs > {cfg.data.horizon + 1}); all {steps} steps were taken - with few windows adaptation "
+                 "overfits after a few steps (see --steps)")
         save_checkpoint(out / f"adapted_{s.name.split('/', 1)[-1]}.pt", {
-            "session": s.name, "embeddings": r.fast, "model": r.model_state, "base_checkpoint": str(ckpt),
-            "params": params, "units": s.units,
+            "session": s.name, "embeddings": r.embeddings(), "parameters": r.adapted_parameters(),
+            "base_checkpoint": str(ckpt), "params": params, "units": s.units,
         })
     write_json(out / "adaptation.json", {
         "run": str(sr.path), "checkpoint": str(ckpt), "data": str(data_path), "dataset": dname, "steps": steps,
-        "lr": lr, "params": params, "init": init, "support_windows": budget, "support_seconds": seconds,
+        "optimizer": optimizer, "lr": lr, "params": params, "init": init, "normalization": normalization,
+        "holdout": holdout, "support_windows": budget, "support_seconds": seconds,
         "sessions": [r.summary() for r in results],
         "protocol": normalization_protocol(cfg.data),
     })
@@ -101,6 +97,11 @@ def adapt_run(run_dir, data_path, *, steps=None, lr=None, budget=None, seconds=N
     forecast_figures.adaptation_curves({f"{len(results)} session(s), mean": (steps_arr, mean)},
                                        f"adaptation of {sr.path.name} to {Path(data_path).name}",
                                        out / "adaptation_curve.png")
-    print(format_table(["session", "support windows", "zero-shot score", f"score after {steps} steps"],
-                       [[r.session, str(r.support_windows), fmt(r.scores[0]), fmt(r.scores[-1])] for r in results]))
+    header = ["session", "support windows", "zero-shot score", f"score after {steps} steps"]
+    if any(r.best_step is not None for r in results):
+        header.append("early-stopped score (step)")
+    rows = [[r.session, str(r.support_windows), fmt(r.scores[0]), fmt(r.scores[-1])]
+            + ([f"{fmt(r.early_stopped_score)} ({r.best_step})" if r.best_step is not None else "-"]
+               if len(header) > 4 else []) for r in results]
+    print(format_table(header, rows))
     return out

@@ -41,10 +41,13 @@ from neurocast.train.tracking import Tracker
 
 def dataset_path(data: ForecastData, spec) -> Path:
     if spec.simulation is not None:
-        from neurocast.config import load_task_config
+        from neurocast.config import deep_merge, load_task_config, read_yaml
         from neurocast.sim import simulate
 
-        return simulate(load_task_config(resolve_config_path(spec.simulation)))
+        sim = read_yaml(resolve_config_path(spec.simulation))
+        if spec.simulation_overrides:
+            sim = deep_merge(sim, {k.replace("-", "_"): v for k, v in spec.simulation_overrides.items()})
+        return simulate(load_task_config(sim))
     p = Path(spec.path).expanduser()
     if not p.is_absolute() and data.root is not None:
         p = Path(data.root).expanduser() / p
@@ -68,14 +71,58 @@ def load_forecast_data(data: ForecastData) -> tuple[list[Session], list[str], di
                 raise DataError(f"dataset {spec.name!r}: session {missing[0]!r} is not in {path} ({', '.join(recs)})")
             recs = {k: recs[k] for k in spec.sessions}
         inputs.append((spec.name, list(recs.values()), spec.resample_dt))
-    sessions = prepare_sessions(inputs, data)
+    held = expand_held_out(data.held_out_sessions, {name: [r.session for r in recs] for name, recs, _ in inputs})
+    sessions = prepare_sessions(inputs, data.model_copy(update={"held_out_sessions": held}))
     return sessions, [d.name for d in data.datasets], paths
 
 
-def resolved_config(cfg, paths: dict[str, str]):
-    """The config with every dataset pointing at the exact folder used."""
-    datasets = [d.model_copy(update={"path": paths[d.name], "simulation": None}) for d in cfg.data.datasets]
-    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"root": None, "datasets": datasets})})
+def expand_held_out(entries: list[str], ids: dict[str, list[str]]) -> list[str]:
+    """Held-out session entries with ``last:K``, ``first:K`` and ``A..B`` expanded to session names.
+
+    ``ids``: dataset name -> its session ids. Plain names pass through unchanged.
+    """
+    out: list[str] = []
+    for entry in entries:
+        dname, sep, spec = entry.partition("/")
+        if not sep:
+            dname, spec = None, entry
+        if not (spec.startswith(("last:", "first:")) or ".." in spec):
+            out.append(entry)
+            continue
+        if dname is None:
+            if len(ids) != 1:
+                raise ConfigError(f"data.held_out_sessions: {entry!r} needs a dataset prefix (one of {', '.join(ids)})")
+            dname = next(iter(ids))
+        if dname not in ids:
+            raise ConfigError(f"data.held_out_sessions: {entry!r}: no dataset {dname!r} ({', '.join(ids)})")
+        names = sorted(ids[dname])
+        if ".." in spec:
+            a, b = spec.split("..", 1)
+            chosen = [n for n in names if a <= n <= b]
+        else:
+            kind, _, k = spec.partition(":")
+            try:
+                k = int(k)
+            except ValueError:
+                raise ConfigError(f"data.held_out_sessions: {entry!r}: K in {kind}:K must be an integer") from None
+            if not 1 <= k < len(names):
+                raise ConfigError(f"data.held_out_sessions: {entry!r}: K must be in 1..{len(names) - 1} "
+                                  f"(dataset {dname!r} has {len(names)} sessions)")
+            chosen = names[-k:] if kind == "last" else names[:k]
+        if not chosen:
+            raise ConfigError(f"data.held_out_sessions: {entry!r} selects no session of {dname!r}")
+        out.extend(f"{dname}/{n}" for n in chosen)
+    return list(dict.fromkeys(out))
+
+
+def resolved_config(cfg, paths: dict[str, str], sessions: list[Session] | None = None):
+    """The config with every dataset pointing at the exact folder used (and held-out patterns expanded)."""
+    datasets = [d.model_copy(update={"path": paths[d.name], "simulation": None, "simulation_overrides": {}})
+                for d in cfg.data.datasets]
+    update = {"root": None, "datasets": datasets}
+    if sessions is not None:
+        update["held_out_sessions"] = [s.name for s in sessions if s.held_out]
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update=update)})
 
 
 # ---------------------------------------------------------------------------- one model, one seed
@@ -95,9 +142,15 @@ def _trainer(cfg, task: ForecastTask, run: RunDir) -> tuple[Trainer, Tracker]:
 
 
 def model_config_for(cfg, model_cfg):
-    """Meta-training with a learned initialisation needs the init vectors in the model."""
-    if cfg.training.mode != "standard" and model_cfg.kind == "poco" and cfg.training.meta.init == "learned":
-        return model_cfg.model_copy(update={"learned_init": True})
+    """Meta-training with a learned initialisation (or learned step sizes) needs them in the model."""
+    meta = cfg.training.meta
+    if cfg.training.mode != "standard" and model_cfg.kind == "poco":
+        update = {}
+        if meta.init == "learned":
+            update["learned_init"] = True
+        if meta.learn_inner_lr:
+            update["learned_inner_lr"] = meta.inner_lr
+        return model_cfg.model_copy(update=update)
     return model_cfg
 
 
@@ -106,6 +159,12 @@ def build_task(cfg, model_cfg, sessions, names, seed: int, device) -> ForecastTa
     seed_everything(seed)
     table = session_table(sessions, len(names))
     model = build_forecaster(model_cfg, table, cfg.data.context, cfg.data.horizon)
+    if cfg.training.init_from:
+        from neurocast.pipelines.trained_runs import load_pretrained
+
+        done = load_pretrained(model, cfg.training.init_from, seed)
+        info(f"initialised from {done['checkpoint']}: {len(done['loaded'])} tensors loaded, "
+             f"{len(done['skipped'])} kept ({', '.join(done['skipped'][:4])}{' ...' if len(done['skipped']) > 4 else ''})")
     if cfg.training.mode == "standard":
         cls = ForecastTask
     else:
@@ -130,6 +189,9 @@ def train_seed(cfg, model_cfg, sessions, names, seed: int, run: RunDir, device, 
             summary = trainer.fit()
     finally:
         tracker.close()
+    ratios = [r["train/support_ratio"] for r in trainer.history if "train/support_ratio" in r]
+    if ratios:  # meta-training: how much the inner loop lowered the support loss (after / before)
+        summary["inner_support_ratio"] = {"first": ratios[0], "last": ratios[-1]}
     if trainer.stop_requested:
         run.set_status("terminated")
         return {"terminated": True, **summary}
@@ -183,47 +245,56 @@ def finish_seed(cfg, task: ForecastTask, run: RunDir, names: list[str], train_su
 
 
 def adaptation_protocol(cfg, task: ForecastTask, run: RunDir) -> dict[str, Any] | None:
-    """Few-shot adaptation of the trained model to every held-out session.
+    """The adaptation protocol (neurocast.eval.adaptation_protocol) on every held-out session.
 
-    For each budget (support windows, or seconds of recording, from the start of the
-    session's training part): the score curve on later query windows after k = 0..steps
-    adaptation steps, averaged over held-out sessions; steps-to-95% = first step whose mean
-    gain reaches 95% of the gain of long fine-tuning (``long_steps``) with the same budget.
+    Baselines: NLinear fitted on the training sessions' training windows and on each
+    support set, and a POCO of the same configuration trained from scratch on the support.
     """
-    from neurocast.eval.adaptation import adapt_session, mean_curve, steps_to_95
+    from neurocast.eval.adaptation import resolve_optimizer
+    from neurocast.eval.adaptation_protocol import fit_nlinear, run_protocol
+    from neurocast.models.forecast_base import SessionTable
+    from neurocast.schema.forecast import NLinearConfig
 
     held = [s for s in task.sessions if s.held_out]
     if not held or not hasattr(task.model, "embedding_names"):
         return None
     ad = cfg.eval.adaptation
-    budgets = [("windows", b) for b in ad.budgets] + [("seconds", b) for b in ad.budget_seconds]
-    out: dict[str, Any] = {"sessions": [s.name for s in held], "params": ad.params, "lr": ad.lr,
-                           "optimizer": ad.optimizer, "budgets": {}}
-    curves = {}
-    for kind, b in budgets:
-        kw = {"support_windows": int(b)} if kind == "windows" else {"support_seconds": float(b)}
-        common = dict(lr=ad.lr, params=ad.params, init=ad.init, optimizer=ad.optimizer,
-                      query_windows=ad.query_windows, batch_size=ad.batch_size, **kw)
-        runs = [adapt_session(task.model, s, task.C, task.P, task.device, steps=ad.steps, eval_every=ad.eval_every,
-                              seed=i, **common) for i, s in enumerate(held)]
-        long = [adapt_session(task.model, s, task.C, task.P, task.device, steps=ad.long_steps,
-                              eval_every=ad.long_steps, seed=i, **common) for i, s in enumerate(held)]
-        steps, mean = mean_curve(runs)
-        long_gain = float(np.mean([r.scores[-1] - r.scores[0] for r in long]))
-        label = f"{b:g} {'windows' if kind == 'windows' else 's'}"
-        curves[label] = (steps, mean)
-        out["budgets"][label] = {
-            "kind": kind, "budget": b, "steps": steps.tolist(), "mean_score": mean.tolist(),
-            "zero_shot_score": float(mean[0]), "adapted_score": float(mean[-1]),
-            "long_finetune_score": float(np.mean([r.scores[-1] for r in long])),
-            "long_finetune_gain": long_gain, "steps_to_95": steps_to_95(mean, steps, long_gain),
-            "pre_adaptation_query_mse": float(np.mean([r.query_mse[0] for r in runs])),
-            "post_adaptation_query_mse": float(np.mean([r.query_mse[-1] for r in runs])),
-            "seconds_per_step": float(np.mean([r.seconds / max(1, ad.steps) for r in runs])),
-            "per_session": [r.summary() for r in runs],
-        }
-    forecast_figures.adaptation_curves(curves, f"adaptation to held-out sessions ({ad.params}, lr {ad.lr:g})",
-                                       run.figures / "adaptation_curves.png")
+    if not ad.budgets and not ad.budget_seconds:
+        return None
+    optimizer, lr = resolve_optimizer(ad.optimizer, ad.lr, cfg.training)
+    init = ad.init if ad.init != "auto" else ("learned" if hasattr(task.model, "init_unit") else "mean")
+    C, P, n_data = task.C, task.P, len(task.dataset_names)
+    nl_cfg = NLinearConfig()
+
+    def nlinear():
+        return build_forecaster(nl_cfg, SessionTable([1], [0], n_datasets=n_data), C, P)
+
+    nlinear_train = None
+    if "nlinear" in ad.baselines:  # closed form on (at most 4096 of) the training sessions' training windows
+        rng = np.random.default_rng(0)
+        picks = np.concatenate([np.stack([np.full(w.size, i), w], 1) for i, s in enumerate(task.train_sessions)
+                                if (w := s.windows("train", C + P)).size])
+        picks = picks[np.sort(rng.choice(len(picks), min(4096, len(picks)), replace=False))]
+        from neurocast.data.forecast_data import make_batch
+
+        batches = [make_batch(task.train_sessions, picks[i : i + 256], C, P, task.tensors, task.unit_offsets,
+                              task.device) for i in range(0, len(picks), 256)]
+        nlinear_train = fit_nlinear(nlinear().to(task.device), batches)
+    scratch_cfg = model_config_for(cfg, cfg.model).model_copy(update={"learned_init": False, "learned_inner_lr": None}) \
+        if cfg.model.kind == "poco" else None
+
+    def scratch(s):
+        return build_forecaster(scratch_cfg, SessionTable([s.D], [s.dataset], n_datasets=n_data), C, P)
+
+    seed = int(run.path.name) if run.path.name.isdigit() else 0
+    out = run_protocol(task.model, held, C, P, task.device, ad, init=init, optimizer=optimizer, lr=lr,
+                       nlinear=nlinear if "nlinear" in ad.baselines else None, nlinear_train=nlinear_train,
+                       scratch=scratch if "scratch" in ad.baselines and scratch_cfg is not None else None, seed=seed)
+    curves = {label: (np.asarray(b["steps"]), np.asarray(b["mean_curve"]), np.asarray(b["ci95_curve"]))
+              for label, b in out["budgets"].items()}
+    forecast_figures.adaptation_curves(
+        curves, f"adaptation to {len(held)} held-out session(s) ({'+'.join(ad.params)}, {optimizer}, "
+        f"lr {'learned' if lr is None else f'{lr:g}'})", run.figures / "adaptation_curves.png")
     return out
 
 
@@ -274,6 +345,9 @@ def _run_models(cfg, models: dict[str, Any], run: RunDir, sessions, names, devic
                                             _exists_ok=resume)
             info(f"training {label or cfg.model.kind} seed {seed} -> {sp}")
             results[seed] = train_seed(cfg, model_cfg, sessions, names, seed, seed_run, device, resume=resume)
+            if results[seed].get("terminated"):  # SIGTERM: stop the whole run, not just this model
+                out[label] = {"model": model_cfg.kind, **_aggregate_seeds(results, names)}
+                return out
         out[label] = {"model": model_cfg.kind, **_aggregate_seeds(results, names)}
     return out
 
@@ -281,7 +355,7 @@ def _run_models(cfg, models: dict[str, Any], run: RunDir, sessions, names, devic
 def train_forecast(cfg, run_path: str | Path | None = None) -> RunDir:
     device = _setup(cfg)
     sessions, names, paths = load_forecast_data(cfg.data)
-    resolved = resolved_config(cfg, paths)
+    resolved = resolved_config(cfg, paths, sessions)
     yaml_text = to_yaml(resolved)
     extra = {"datasets": paths, "task": cfg.task,
              "sessions": {s.name: {"frames": s.T, "units": s.D, "dt": s.dt, "held_out": s.held_out} for s in sessions}}

@@ -5,10 +5,16 @@
     <run>/methods/e2e_ttt/
     <run>/comparison.md, comparison.csv, adaptation_curves.png, summary.json
 
-For every method, budget and seed the adaptation protocol (eval.adaptation) runs on the
-held-out sessions; the table gives, per method and budget, the zero-shot score, the score
-after ``steps`` adaptation steps, the long fine-tuning score and steps-to-95% (mean and
-95% interval over seeds), and the seconds per meta-training step.
+For every method, budget and seed the adaptation protocol (eval.adaptation, see
+neurocast.eval.adaptation_protocol) runs on the held-out sessions; the table pools every
+(seed, held-out session) pair and gives, per method and budget, on the same query
+windows: zero-shot with mean-initialised and with the method's own embeddings, the gain
+after ``steps`` adaptation steps (mean and 95% interval), the early-stopped and long
+fine-tuning scores, steps-to-95% (only where the gain's interval lies above 0), NLinear
+(training sessions / support) and POCO from scratch on the support, the meta inner
+loop's support-loss ratio (after / before) and the seconds per training step.
+A SIGTERM stops the whole comparison (the method being trained checkpoints first);
+``neurocast train --resume RUN`` continues it.
 """
 
 from __future__ import annotations
@@ -21,8 +27,12 @@ import numpy as np
 
 from neurocast.config import config_hash, to_yaml, validate
 from neurocast.data.forecast_data import normalization_protocol
-from neurocast.eval.metrics import mean_ci95
-from neurocast.pipelines.forecast import load_forecast_data, resolved_config, resume_forecast, train_forecast
+from neurocast.pipelines.forecast import (
+    load_forecast_data,
+    resolved_config,
+    resume_forecast,
+    train_forecast,
+)
 from neurocast.progress import info
 from neurocast.report import forecast_figures
 from neurocast.report.tables import fmt, format_table, markdown_table
@@ -31,18 +41,27 @@ from neurocast.schema.forecast import ForecastExperiment, TTTCompare
 from neurocast.train.loop import stop_signal
 
 
-def method_config(cfg: TTTCompare, method: str) -> ForecastExperiment:
+def method_config(cfg: TTTCompare, method: str, standard_run: Path | None = None) -> ForecastExperiment:
     data = cfg.model_dump(mode="json")
     data.pop("methods")
+    data.pop("meta_from_standard")
+    meta_steps = data.pop("meta_max_steps")
     data["task"] = "forecast"
     data["name"] = f"{cfg.name}_{method}"
     data["training"]["mode"] = method
+    if method != "standard":
+        if standard_run is not None:
+            data["training"]["init_from"] = str(standard_run)
+        if meta_steps is not None:
+            data["training"]["max_steps"] = meta_steps
+        if "standard" in cfg.methods:  # the baselines do not depend on the method: the standard run scores them
+            data["eval"]["adaptation"]["baselines"] = []
     return ForecastExperiment.model_validate(data)
 
 
 def train_ttt_compare(cfg: TTTCompare, run_path: str | Path | None = None) -> RunDir:
-    _, _, paths = load_forecast_data(cfg.data)  # resolve (and simulate) once, fail early on bad data
-    resolved = resolved_config(cfg, paths)
+    sessions, _, paths = load_forecast_data(cfg.data)  # resolve (and simulate) once, fail early on bad data
+    resolved = resolved_config(cfg, paths, sessions)
     text = to_yaml(resolved)
     if run_path is None:
         run = RunDir.create(cfg.runs_dir, cfg.name, text, config_hash(cfg), seed=cfg.training.seeds[0])
@@ -81,8 +100,9 @@ def _methods(resolved: TTTCompare, run: RunDir, resume: bool = False) -> RunDir:
                 if mrun.status != "complete":
                     mrun = resume_forecast(path)
             else:
-                mrun = train_forecast(method_config(resolved, method), path)
-            if mrun.status != "complete":
+                standard = run.path / "methods" / "standard" if resolved.meta_from_standard else None
+                mrun = train_forecast(method_config(resolved, method, standard), path)
+            if mrun.status != "complete":  # SIGTERM: stop here, do not start the next method
                 break
             results[method] = collect(mrun)
         if len(results) < len(resolved.methods):
@@ -105,34 +125,43 @@ def collect(mrun: RunDir) -> dict[int, dict[str, Any]]:
     return out
 
 
+def _ci(entry: dict[str, Any] | None, digits: int = 3) -> str:
+    if not entry or entry.get("mean") is None:
+        return "-"
+    return f"{fmt(entry['mean'])} ± {fmt(entry['ci95'], 2)}"
+
+
 def compare(results: dict[str, dict[int, dict[str, Any]]], folder: Path, protocol: dict | None = None) -> dict[str, Any]:
-    header = ["method", "budget", "zero-shot score", "adapted score", "long fine-tune score", "steps to 95%",
-              "s / train step", "seeds"]
+    from neurocast.eval.adaptation_protocol import pool
+
+    header = ["method", "budget", "zero-shot (mean init)", "zero-shot (own init)", "adapted (K steps)", "gain",
+              "early-stopped", "long fine-tune", "steps to 95%", "NLinear (train / support)", "from scratch",
+              "inner support ratio", "s / train step", "pairs"]
     rows, table, curves = [], {}, {}
     for method, seeds in results.items():
         budgets = sorted({b for s in seeds.values() for b in (s.get("adaptation") or {}).get("budgets", {})},
-                         key=lambda b: float(b.split()[0]))
+                         key=lambda b: (b.split()[0] == "all", float(b.split()[0]) if b.split()[0] != "all" else 0))
         secs = [s["seconds_per_step"] for s in seeds.values() if s.get("seconds_per_step") is not None]
+        ratios = [s["inner_support_ratio"]["last"] for s in seeds.values() if s.get("inner_support_ratio")]
         for b in budgets:
-            per = [s["adaptation"]["budgets"][b] for s in seeds.values() if b in s.get("adaptation", {}).get("budgets", {})]
-            entry = {}
-            for key in ("zero_shot_score", "adapted_score", "long_finetune_score"):
-                m, h = mean_ci95([p[key] for p in per])
-                entry[key] = {"mean": m, "ci95": h}
-            s95 = [p["steps_to_95"] for p in per]
-            reached = [x for x in s95 if x is not None]
-            entry["steps_to_95"] = {"values": s95, "median": float(np.median(reached)) if reached else None}
-            entry["train_seconds_per_step"] = float(np.mean(secs)) if secs else None
-            table.setdefault(method, {})[b] = entry
-            rows.append([method, b, f"{fmt(entry['zero_shot_score']['mean'])} ± {fmt(entry['zero_shot_score']['ci95'], 2)}",
-                         f"{fmt(entry['adapted_score']['mean'])} ± {fmt(entry['adapted_score']['ci95'], 2)}",
-                         f"{fmt(entry['long_finetune_score']['mean'])} ± {fmt(entry['long_finetune_score']['ci95'], 2)}",
-                         "-" if entry["steps_to_95"]["median"] is None else
-                         f"{entry['steps_to_95']['median']:g} ({len(reached)}/{len(s95)} reached)",
-                         fmt(entry["train_seconds_per_step"]), str(len(per))])
-            steps = np.asarray(per[0]["steps"])
-            mean = np.mean([p["mean_score"] for p in per], axis=0)
-            curves[f"{method}, {b}"] = (steps, mean)
+            runs = [s["adaptation"]["budgets"][b] for s in seeds.values() if b in (s.get("adaptation") or {}).get("budgets", {})]
+            st = pool(runs)
+            st.pop("per_session")
+            if method != "standard" and b in table.get("standard", {}):
+                for key in ("nlinear_train", "nlinear_support", "scratch"):  # same windows, scored once
+                    if not st[key]["n"]:
+                        st[key] = table["standard"][b][key]
+            st["train_seconds_per_step"] = float(np.mean(secs)) if secs else None
+            st["inner_support_ratio"] = float(np.mean(ratios)) if ratios else None
+            st["seeds"] = len(runs)
+            table.setdefault(method, {})[b] = st
+            s95 = st["steps_to_95"]
+            rows.append([method, b, _ci(st["zero_shot_mean_init"]), _ci(st["zero_shot_own_init"]), _ci(st["adapted"]),
+                         _ci(st["gain"]), _ci(st["early_stopped"]), _ci(st["long_finetune"]),
+                         str(s95) if s95 is not None else st["steps_to_95_note"].split(" (")[0],
+                         f"{_ci(st['nlinear_train'])} / {_ci(st['nlinear_support'])}", _ci(st["scratch"]),
+                         fmt(st["inner_support_ratio"]), fmt(st["train_seconds_per_step"]), str(st["n"])])
+            curves[f"{method}, {b}"] = (np.asarray(st["steps"]), np.asarray(st["mean_curve"]))
     leaking = bool(protocol and protocol["leaking"])
     banner = f"> {protocol['note']}\n\n" if leaking else ""
     (folder / "comparison.md").write_text(banner + markdown_table(header, rows) + "\n")
@@ -140,7 +169,7 @@ def compare(results: dict[str, dict[int, dict[str, Any]]], folder: Path, protoco
         print(protocol["note"])
     with open(folder / "comparison.csv", "w", newline="") as f:
         csv.writer(f).writerows([header, *rows])
-    forecast_figures.adaptation_curves(curves, "adaptation to held-out sessions: mean over seeds",
+    forecast_figures.adaptation_curves(curves, "adaptation to held-out sessions: mean over seeds and sessions",
                                        folder / "adaptation_curves.png")
     print(format_table(header, rows))
     return {"methods": table}

@@ -17,6 +17,10 @@ class DatasetSpec(Section):
     name: str = Field(..., min_length=1, description="dataset name (prefix of its session ids)")
     path: str | None = Field(None, description="file or folder of sessions, relative to data.root unless absolute")
     simulation: str | None = Field(None, description="simulation config to run (or reuse) instead of a path")
+    simulation_overrides: dict[str, float | int | bool | str] = Field(
+        default_factory=dict, description="fields of the simulation config replaced here, e.g. {n_sessions: 32} "
+        "(CLI: --data.datasets.0.simulation-overrides.n_sessions 32)"
+    )
     format: str | None = Field(None, description="force a source (see `neurocast data formats`)")
     dt: float | None = Field(None, gt=0, description="frame interval for files that do not store it (zebrafish CSV)")
     options: dict[str, str | int | float | bool] = Field(
@@ -32,6 +36,8 @@ class DatasetSpec(Section):
     def _source(self):
         if (self.path is None) == (self.simulation is None):
             raise ValueError(f"dataset {self.name!r}: give exactly one of path or simulation")
+        if self.simulation_overrides and self.simulation is None:
+            raise ValueError(f"dataset {self.name!r}: simulation_overrides need a simulation (not a path)")
         return self
 
 
@@ -67,7 +73,9 @@ class ForecastData(Section):
     filter: FilterSpec = FilterSpec()
     downsample: int = Field(1, ge=1, description="temporal downsampling by block averaging (before splitting)")
     held_out_sessions: list[str] = Field(
-        default_factory=list, description="session ids (dataset/session) never used in training (adaptation targets)"
+        default_factory=list, description="session ids (dataset/session) never used in training (adaptation targets); "
+        "also dataset/last:K or dataset/first:K (the last / first K session ids in sorted order) and dataset/A..B "
+        "(ids from A to B, inclusive, in sorted order); the dataset/ prefix may be left out with one dataset"
     )
 
     @field_validator("split")
@@ -117,6 +125,10 @@ class PocoConfig(Section):
     learned_init: bool = Field(
         False, description="learnable initial embeddings for new sessions (set automatically by meta-training)"
     )
+    learned_inner_lr: float | None = Field(
+        None, gt=0, description="learnable per-group inner-loop step sizes starting at this value (Meta-SGD; set "
+        "automatically by training.meta.learn_inner_lr)"
+    )
 
     @model_validator(mode="after")
     def _dims(self):
@@ -165,15 +177,34 @@ ForecastModelConfig = Annotated[
 # ---------------------------------------------------------------------------- training
 
 
+AdaptGroup = Literal["embeddings", "units", "session", "film", "output", "backbone", "all"]
+
+
+def _groups(v):
+    """A parameter-group list may be written as one name ("embeddings") or a list."""
+    return [v] if isinstance(v, str) else v
+
+
 class MetaConfig(Section):
     """Meta-learning of fast adaptation (training.mode fomaml / e2e_ttt)."""
 
-    inner_lr: float = Field(1e-2, gt=0)
+    inner_lr: float = Field(1e-2, gt=0, description="inner-loop step size (SGD: ~1-10 for embeddings; Adam: ~1e-2)")
+    inner_optimizer: Literal["sgd", "adam"] = Field(
+        "sgd", description="inner-loop update: sgd, or adam (bias-corrected, written functionally so that E2E-TTT "
+        "differentiates through it); test-time adaptation of the model uses the same by default"
+    )
     inner_steps: int = Field(3, ge=1)
     meta_batch_size: int = Field(4, ge=1, description="sessions per meta-batch")
     support_windows: int = Field(32, ge=1, description="support windows per session (earliest in its training part)")
     query_windows: int = Field(32, ge=1, description="query windows per session (strictly later than the support)")
-    adapt: Literal["embeddings", "all"] = Field("embeddings", description="parameters adapted in the inner loop")
+    adapt: list[AdaptGroup] = Field(["embeddings"], min_length=1, description="parameter groups adapted in the inner "
+                                    "loop (as eval.adaptation.params)")
+    learn_inner_lr: bool = Field(False, description="learn one inner step size per parameter group (Meta-SGD), "
+                                 "starting at inner_lr")
+    support_sampling: Literal["spread", "contiguous"] = Field(
+        "spread", description="spread: support windows drawn anywhere before the split time; contiguous: a run of "
+        "consecutive windows ending there, like a few-shot budget at test time"
+    )
     init: Literal["learned", "mean", "random"] = Field(
         "learned", description="inner-loop start for a session's embeddings (learned: meta-learned init vectors)"
     )
@@ -182,9 +213,19 @@ class MetaConfig(Section):
     accumulation: int = Field(1, ge=1, description="meta-batches per outer update (gradient accumulation)")
     bf16: bool = Field(False, description="bf16 autocast on CUDA")
 
+    @field_validator("adapt", mode="before")
+    @classmethod
+    def _adapt(cls, v):
+        return _groups(v)
+
 
 class ForecastTraining(Section):
     mode: Literal["standard", "fomaml", "e2e_ttt"] = "standard"
+    init_from: str | None = Field(
+        None, description="start from this trained forecasting run's weights (run or seed directory, or a checkpoint "
+        "file): parameters of matching name and shape are loaded; a meta-learned init starts at the mean of its "
+        "embeddings"
+    )
     max_steps: int = Field(2000, ge=1, description="optimiser steps")
     batch_size: int = Field(64, ge=1, description="windows per dataset per step")
     learning_rate: float = Field(3e-4, gt=0)
@@ -202,23 +243,57 @@ class ForecastTraining(Section):
 
 
 class AdaptationConfig(Section):
-    """Adapting a trained model to a new session (neurocast adapt, and meta-evaluation)."""
+    """Adapting a trained model to a new session (neurocast adapt, and the protocol after training)."""
 
-    params: Literal["embeddings", "all"] = "embeddings"
+    params: list[AdaptGroup] = Field(
+        ["embeddings"], min_length=1, description="parameter groups adapted: embeddings (= units + session), units, "
+        "session, film (FiLM alpha/beta), output (output layer), backbone (everything else), all"
+    )
     init: Literal["auto", "learned", "random", "mean"] = Field(
         "auto", description="new embeddings: learned (meta-trained models), mean of the trained ones, random; auto picks"
     )
-    steps: int = Field(100, ge=0)
-    lr: float = Field(1e-2, gt=0)
-    optimizer: Literal["adam", "sgd"] = "adam"
+    steps: int = Field(100, ge=0, description="adaptation steps K of the curve")
+    optimizer: Literal["auto", "adam", "sgd"] = Field(
+        "auto", description="auto: the meta inner loop's optimizer for meta-trained models, Adam for standard ones"
+    )
+    lr: float | None = Field(
+        None, gt=0, description="step size; default: the meta inner loop's (its learned step sizes with "
+        "meta.learn_inner_lr) for meta-trained models adapted with their inner optimizer, else 1e-3 (Adam)"
+    )
+    normalization: Literal["session", "support"] = Field(
+        "session", description="session: the session's statistics from its whole training part (unlabelled activity, "
+        "as for training sessions); support: statistics of the support frames only (unreliable for few-shot budgets)"
+    )
+    holdout: float = Field(
+        0.2, ge=0, lt=1, description="fraction of the support windows held back (the latest, with targets no fitted "
+        "window saw) for early stopping; 0 = off; budgets under ~horizon + 2 windows run without"
+    )
     support_windows: int | None = Field(None, ge=1, description="budget in windows from the start of the training part")
     support_seconds: float | None = Field(None, gt=0, description="budget in seconds of recording")
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, description="support windows per step (all of them when fewer)")
     eval_every: int = Field(1, ge=1, description="score the query split every N steps")
-    long_steps: int = Field(300, ge=1, description="long fine-tuning whose gain defines steps-to-95%")
-    budgets: list[int] = Field([10, 50, 100], description="few-shot support budgets (windows) evaluated after training")
+    eval_steps: list[int] | None = Field(
+        None, description="score the query split after exactly these steps instead (plus 0 and the last), e.g. "
+        "[1, 2, 3, 5, 10, 20, 50] to resolve fast early adaptation"
+    )
+    long_steps: int = Field(300, ge=0, description="long fine-tuning whose gain defines steps-to-95% (0: skip it and "
+                            "refer to the end of the curve)")
+    budgets: list[int | Literal["all"]] = Field(
+        [10, 50, "all"], description="few-shot support budgets (windows, or all of the training part) after training"
+    )
     budget_seconds: list[float] = Field(default_factory=list, description="few-shot budgets in seconds of recording")
     query_windows: int = Field(512, ge=1, description="query windows (later than the support) scored per session")
+    baselines: list[Literal["nlinear", "scratch"]] = Field(
+        ["nlinear", "scratch"], description="baselines on the same query windows: NLinear (closed form, on the training "
+        "sessions and on the support), POCO trained from scratch on the support"
+    )
+    scratch_steps: int = Field(200, ge=1, description="training steps of the from-scratch POCO")
+    scratch_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the from-scratch POCO")
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _params(cls, v):
+        return _groups(v)
 
 
 class ForecastEval(Section):
@@ -253,9 +328,17 @@ class TTTCompare(ForecastExperiment):
     methods: list[Literal["standard", "fomaml", "e2e_ttt"]] = Field(
         ["standard", "fomaml", "e2e_ttt"], min_length=1, description="training modes compared (one run directory each)"
     )
+    meta_max_steps: int | None = Field(None, ge=1, description="training.max_steps of the meta-trained methods "
+                                       "(default: the same as standard)")
+    meta_from_standard: bool = Field(
+        False, description="meta-train fomaml / e2e_ttt from the standard method's trained model of the same seed "
+        "(training.init_from); needs standard first in methods"
+    )
 
     @model_validator(mode="after")
     def _held_out(self):
         if not self.data.held_out_sessions:
             raise ValueError("ttt_compare needs data.held_out_sessions (the sessions every method adapts to)")
+        if self.meta_from_standard and (not self.methods or self.methods[0] != "standard"):
+            raise ValueError("meta_from_standard needs 'standard' as the first of methods")
         return self

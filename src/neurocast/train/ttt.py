@@ -5,13 +5,18 @@ table (D, d) and a session vector (1, d), created from an initialisation
 (``learned``: the meta-learned init vectors; ``mean``: the mean of the trained
 embeddings; ``random``: N(0, 0.02)), and used through
 ``torch.func.functional_call(model, fast, (batch,))`` on a batch whose unit ids and
-session index are local (0..D-1, 0). Nothing else in the model changes.
+session index are local (0..D-1, 0). Other parameters join the fast set by named group
+(:data:`GROUPS`: ``units``, ``session``, ``film``, ``output``, ``backbone``; aliases
+``embeddings`` = units + session and ``all``); the model's own tensors never change.
 
-:func:`inner_loop` takes gradient steps on the fast parameters with support windows.
-With ``create_graph=False`` the gradients are constants (first-order MAML); with
+:func:`inner_loop` is the one adaptation loop of the project: meta-training's inner
+loop, meta-validation and test-time adaptation (``neurocast adapt``, the protocol) all
+call it. It takes SGD or Adam steps (written functionally, so that both can be
+differentiated through) on the fast tensors with support windows. With
+``create_graph=False`` the gradients are constants (first-order MAML); with
 ``create_graph=True`` the outer loss differentiates through every inner step
-(second-order, "E2E-TTT"). It is one code path, and ``adapt="all"`` adapts every
-parameter of the model the same way.
+(second-order, "E2E-TTT"). Per-group step sizes may be tensors (Meta-SGD: learned
+log-step-sizes, ``model.inner_log_lr``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from torch.utils.checkpoint import checkpoint
 
 from neurocast.errors import ConfigError
 from neurocast.models.forecast_base import ForecastBatch
+from neurocast.models.poco import ADAPT_GROUPS
 
 EMBEDDINGS = ("unit_emb", "session_emb")
 
@@ -88,39 +94,129 @@ def forward_with(model, params: dict[str, torch.Tensor], batch: ForecastBatch, c
     return run(params, batch)
 
 
+#: disjoint parameter groups that test-time training can adapt, in a fixed order
+GROUPS = ADAPT_GROUPS
+#: group aliases accepted wherever groups are named
+ALIASES = {"embeddings": ("units", "session"), "all": GROUPS}
+#: never adapted: the meta-learned initialisation and step sizes
+NOT_ADAPTED = ("init_unit", "init_session", "inner_log_lr")
+
+
+def expand_groups(params) -> tuple[str, ...]:
+    """('embeddings',) -> ('units', 'session'); validates names; keeps GROUPS order."""
+    names = [params] if isinstance(params, str) else list(params)
+    out = set()
+    for n in names:
+        if n in ALIASES:
+            out.update(ALIASES[n])
+        elif n in GROUPS:
+            out.add(n)
+        else:
+            raise ConfigError(f"parameter group {n!r} is not one of {', '.join([*GROUPS, *ALIASES])}")
+    if not out:
+        raise ConfigError("no parameter group to adapt")
+    return tuple(g for g in GROUPS if g in out)
+
+
+def group_of(name: str) -> str | None:
+    """The group of a fast-parameter name (None for tensors that are never adapted)."""
+    if name == "unit_emb":
+        return "units"
+    if name == "session_emb":
+        return "session"
+    if name in NOT_ADAPTED:
+        return None
+    if name.startswith(("alpha.", "beta.")):
+        return "film"
+    if name.startswith("out."):
+        return "output"
+    return "backbone"
+
+
+def adaptable(model, fast: dict[str, torch.Tensor], adapt="embeddings", detach: bool = False) -> dict[str, torch.Tensor]:
+    """The fast tensors for ``adapt`` groups: the new session's embeddings plus the model's
+    parameters of the other chosen groups (as they are, so an outer loss reaches them, or
+    detached copies with ``detach`` for plain test-time adaptation)."""
+    groups = expand_groups(adapt)
+    out = {}
+    for k, v in fast.items():
+        v = v.detach().clone() if detach else v
+        if group_of(k) in groups and not v.requires_grad:
+            v = v.requires_grad_(True)
+        out[k] = v
+    for name, p in model.named_parameters():
+        g = group_of(name)
+        if name in EMBEDDINGS or g is None or g not in groups:
+            continue
+        out[name] = p.detach().clone().requires_grad_(True) if detach else p
+    return out
+
+
+def adapted_names(fast: dict[str, torch.Tensor], adapt) -> list[str]:
+    """The fast tensors that take gradient steps for the ``adapt`` groups."""
+    groups = expand_groups(adapt)
+    return [k for k in fast if group_of(k) in groups]
+
+
+def group_lrs(model, names, lr: float | None) -> dict[str, float | torch.Tensor]:
+    """Step size per fast tensor: ``lr``, or the model's learned per-group step sizes (Meta-SGD) when lr is None."""
+    if lr is not None:
+        return {n: lr for n in names}
+    if not hasattr(model, "inner_log_lr"):
+        raise ConfigError("no learning rate given and the model has no learned step sizes (meta.learn_inner_lr)")
+    return {n: model.inner_log_lr[GROUPS.index(group_of(n))].exp() for n in names}
+
+
 def inner_loop(
     model,
     fast: dict[str, torch.Tensor],
-    support: ForecastBatch,
+    support: ForecastBatch | Callable[[int], ForecastBatch],
     steps: int,
-    lr: float,
+    lr: float | None,
     create_graph: bool,
     checkpointed: bool = False,
     loss_fn: Callable = masked_mse,
+    optimizer: str = "sgd",
+    track: bool = True,
+    callback: Callable[[int, dict[str, torch.Tensor], torch.Tensor], bool] | None = None,
+    names: list[str] | None = None,
 ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
-    """``steps`` gradient steps on ``fast`` with the support batch; returns (fast', support losses)."""
+    """``steps`` gradient steps on the fast tensors with the support batch; returns (fast', support losses).
+
+    ``support`` is a batch, or a function of the step (0-based) returning one (mini-batches).
+    ``lr`` None uses the model's learned per-group step sizes. ``optimizer``: ``sgd`` or
+    ``adam`` (bias-corrected, betas 0.9 / 0.999). ``track=False`` cuts every step from the
+    previous one (plain adaptation; memory does not grow with the steps); meta-training
+    keeps the chain so that the outer loss reaches the initialisation. ``callback(k,
+    fast, loss)`` runs after step k (1-based); returning True stops the loop. ``names``:
+    the fast tensors that take steps (default: every one that requires a gradient).
+    """
+    if optimizer not in ("sgd", "adam"):
+        raise ConfigError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    moments: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    names = [k for k, v in fast.items() if v.requires_grad] if names is None else list(names)
+    lrs = group_lrs(model, names, lr)
     losses = []
-    for _ in range(steps):
-        pred = forward_with(model, fast, support, checkpointed, second_order=create_graph)
-        loss = loss_fn(pred, support.y, support.unit_mask)
-        names = [k for k, v in fast.items() if v.requires_grad]
-        grads = torch.autograd.grad(loss, [fast[k] for k in names], create_graph=create_graph, allow_unused=True)
+    for k in range(steps):
+        b = support(k) if callable(support) else support
+        pred = forward_with(model, fast, b, checkpointed, second_order=create_graph)
+        loss = loss_fn(pred, b.y, b.unit_mask)
+        grads = torch.autograd.grad(loss, [fast[n] for n in names], create_graph=create_graph, allow_unused=True)
         new = dict(fast)
-        for k, g in zip(names, grads):
-            if g is not None:
-                new[k] = fast[k] - lr * (g if create_graph else g.detach())
+        for n, g in zip(names, grads):
+            if g is None:
+                continue
+            g = g if create_graph else g.detach()
+            if optimizer == "adam":
+                m, v = moments.get(n, (torch.zeros_like(g), torch.zeros_like(g)))
+                m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+                moments[n] = (m, v)
+                g = (m / (1 - b1 ** (k + 1))) / ((v / (1 - b2 ** (k + 1))).sqrt() + eps)
+            step = fast[n] - lrs[n] * g
+            new[n] = step if track else step.detach().requires_grad_(True)
         fast = new
-        losses.append(loss)
+        losses.append(loss if track else loss.detach())
+        if callback is not None and callback(k + 1, fast, loss.detach()):
+            break
     return fast, losses
-
-
-def adaptable(model, fast: dict[str, torch.Tensor], adapt: str) -> dict[str, torch.Tensor]:
-    """The tensors the inner loop adapts: the fast embeddings, or every parameter ('all')."""
-    out = {k: v if v.requires_grad else v.requires_grad_(True) for k, v in fast.items()}
-    if adapt == "all":
-        for name, p in model.named_parameters():
-            if name not in EMBEDDINGS:
-                out[name] = p
-    elif adapt != "embeddings":
-        raise ConfigError(f"adapt must be 'embeddings' or 'all', got {adapt!r}")
-    return out
