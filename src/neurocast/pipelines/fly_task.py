@@ -14,9 +14,8 @@ from typing import Any
 
 import torch
 
-from neurocast.checkpoints import load_checkpoint, load_model_state, seed_everything
+from neurocast.checkpoints import load_checkpoint, load_model_state, resume_checkpoint, seed_everything
 from neurocast.config import config_hash, to_yaml, validate
-from neurocast.errors import RunError
 from neurocast.pipelines.common import select_device, setup_torch
 from neurocast.progress import info
 from neurocast.runs import RunDir
@@ -64,27 +63,28 @@ def train_fly_task(cfg: FlyTaskConfig, run_path: str | Path | None = None) -> Ru
     else:
         run = RunDir.create_at(run_path, yaml_text, seed=tr.seed, extra_env=extra)
     info(f"run directory: {run.path}")
-    return _fit(cfg, task, run, resume_from=None)
+    try:
+        return _fit(cfg, task, run, resume_from=None)
+    finally:
+        run.release()
 
 
 def resume_fly_task(run_path: str | Path) -> RunDir:
-    import yaml
-
     run = RunDir.open(run_path)
-    cfg = validate(FlyTaskConfig, yaml.safe_load(run.config_path.read_text()), f"config {run.config_path}")
-    latest = run.checkpoints / "latest.pt"
-    if not latest.exists():
-        raise RunError(f"{run.path} has no checkpoints/latest.pt to resume from (it died before its first epoch ended)")
-    if run.status == "complete":
-        raise RunError(f"{run.path} is already complete; start a new run instead")
-    device = select_device(cfg.training.device)
-    setup_torch(device, threads=cfg.training.num_threads)
-    task = build(cfg, device)
-    info(f"resuming {run.path}")
-    return _fit(cfg, task, run, resume_from=latest)
+    cfg = validate(FlyTaskConfig, run.read_config(), f"config {run.config_path}")
+    run.claim_for_resume()  # the only writer from here on (fails naming the process that has it)
+    try:
+        latest, state = resume_checkpoint(run.checkpoints)
+        device = select_device(cfg.training.device)
+        setup_torch(device, threads=cfg.training.num_threads)
+        task = build(cfg, device)
+        info(f"resuming {run.path} after epoch {state['epoch']} ({latest.name})")
+        return _fit(cfg, task, run, resume_from=(latest, state))
+    finally:
+        run.release()
 
 
-def _fit(cfg: FlyTaskConfig, task: FlyFlowTask, run: RunDir, resume_from: Path | None) -> RunDir:
+def _fit(cfg: FlyTaskConfig, task: FlyFlowTask, run: RunDir, resume_from: tuple[Path, dict] | None) -> RunDir:
     tr = cfg.training
     tracker = Tracker(run, cfg.logging, cfg.model_dump(mode="json"))
     trainer = Trainer(
@@ -98,7 +98,7 @@ def _fit(cfg: FlyTaskConfig, task: FlyFlowTask, run: RunDir, resume_from: Path |
         checkpoint_every=tr.save_checkpoint_every_n_epochs,
     )
     if resume_from is not None:
-        trainer.resume(resume_from)
+        trainer.resume(*resume_from)
     try:
         with run.status_on_error(), graceful_stop(trainer):
             summary = trainer.fit()
@@ -115,7 +115,7 @@ def export_parameters(cfg: FlyTaskConfig, task: FlyFlowTask, run: RunDir, traine
     from neurocast.sim.fly_params import save_parameters
 
     best = run.checkpoints / "best.pt"
-    src = best if best.exists() else run.checkpoints / "final.pt"
+    src = best if best.exists() else run.checkpoints / "latest.pt"
     state = load_checkpoint(src)
     load_model_state(task.model, state["model"], str(src))
     rec = next((h for h in trainer.history if h["epoch"] == state["epoch"]), {})
