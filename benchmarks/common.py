@@ -47,6 +47,29 @@ def memory_bandwidth(n_bytes: int = 256 * 2**20, repeats: int = 5) -> float:
     return 2 * a.nbytes / best
 
 
+def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
+    """The fp32 matrix-multiply rate (FLOP/s) of this process's threads: best of ``repeats``
+    (n x n) @ (n x n) products. The bound that compute-bound benchmarks divide by."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def load() -> dict:
+    """What else was running: the 1/5/15-minute load averages and the CPU count (a result
+    measured with load above the core count shares the cores with something else)."""
+    one, five, fifteen = os.getloadavg()
+    return {"load_1min": round(one, 2), "load_5min": round(five, 2), "load_15min": round(fifteen, 2),
+            "cpu_count": os.cpu_count()}
+
+
 def save(name: str, payload: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import save
+from common import matmul_peak, save
 from neurocast.config import load_task_config
 from neurocast.data.latent_windows import Batch
 from neurocast.models.latent import LatentModel
@@ -40,17 +40,6 @@ FULL = [
     "--model.stimulus-encoder.num-output-dims", "64",
     "--training.batch-size", "256",
 ]
-
-
-def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
 
 
 def bench(name: str, n_neurons: int, stim_dims: int, overrides: list[str], steps: int) -> dict:

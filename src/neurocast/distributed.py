@@ -3,10 +3,13 @@
 ``torchrun --nproc_per_node G -m neurocast train CONFIG`` starts G processes; each sees
 WORLD_SIZE / RANK / LOCAL_RANK in its environment. neurocast then
 
-* initialises the process group (NCCL on GPUs, gloo on CPUs) and binds each process to
-  its GPU (``cuda:LOCAL_RANK``);
-* gives every process the same seeded data stream and keeps, of each global batch, only
-  its own contiguous share (``batch_size`` stays the *global* batch);
+* initialises the process group (``cpu:gloo,cuda:nccl`` on GPUs, so that a CPU tensor goes
+  through gloo and a CUDA tensor through NCCL; gloo alone on CPUs) and binds each process
+  to its GPU (``cuda:LOCAL_RANK``);
+* gives every process the same seeded stream of batch indices; each process gathers only
+  its own contiguous share of every global batch (``batch_size`` stays the *global* batch);
+* reduces metrics on the device of the backend (``collective_device``), checked before
+  every collective (``check_collective``);
 * wraps model and objective in DistributedDataParallel, which averages the gradients, so
   a step equals one single-process step on the global batch;
 * lets only rank 0 write: run directory, checkpoints, metrics, figures.
@@ -51,8 +54,8 @@ def setup() -> DistInfo:
     rank = int(os.environ["RANK"])
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+        if torch.cuda.is_available():
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend)
     if not torch.cuda.is_available() and "NEUROCAST_THREADS" not in os.environ:
@@ -84,13 +87,43 @@ def broadcast(obj):
     return box[0]
 
 
-def mean_over_ranks(value: float) -> float:
+def backend_devices(backend: str) -> set[str]:
+    """Device types whose tensors a process-group backend accepts: ``"nccl"`` -> {cuda},
+    ``"gloo"`` -> {cpu, cuda}, ``"cpu:gloo,cuda:nccl"`` -> {cpu, cuda}."""
+    backend = backend.lower()
+    if ":" in backend:  # per-device backends
+        return {part.split(":", 1)[0] for part in backend.split(",")}
+    return {"nccl": {"cuda"}, "gloo": {"cpu", "cuda"}, "mpi": {"cpu", "cuda"}, "ucc": {"cpu", "cuda"}}.get(
+        backend, {"cpu"})
+
+
+def collective_device(backend: str, local_rank: int) -> torch.device:
+    """Where a reduction's tensor should live: the process's GPU when the backend has NCCL
+    (no host round trip, and NCCL rejects CPU tensors), else the CPU."""
+    if "nccl" in backend.lower():
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def check_collective(tensor: torch.Tensor, backend: str) -> torch.Tensor:
+    """``tensor`` if the backend can reduce it, else a RuntimeError naming both (instead of
+    NCCL's opaque failure, or a hang, on the first epoch of a multi-GPU run)."""
+    if tensor.device.type not in backend_devices(backend):
+        raise RuntimeError(f"a collective got a tensor on {tensor.device} but the {backend!r} backend "
+                           f"takes only {', '.join(sorted(backend_devices(backend)))} tensors")
+    return tensor
+
+
+def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    """The mean of each value over the processes, in one all-reduce."""
     d = info()
-    if not d.enabled:
-        return value
-    t = torch.tensor([float(value)], dtype=torch.float64)
-    dist.all_reduce(t)
-    return float(t.item()) / d.world
+    if not d.enabled or not values:
+        return dict(values)
+    backend = str(dist.get_backend())
+    t = torch.tensor([float(v) for v in values.values()], dtype=torch.float64,
+                     device=collective_device(backend, d.local_rank))
+    dist.all_reduce(check_collective(t, backend))
+    return {k: float(v) / d.world for k, v in zip(values, t.tolist())}
 
 
 def shard_rows(n: int) -> slice:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from neurocast.data.forecast_data import Session, WindowSampler, make_batch
+from neurocast.distributed import shard_rows
 from neurocast.eval.forecast_eval import aggregate, evaluate_sessions
 
 
@@ -58,26 +59,17 @@ class ForecastTask:
         return min(self.training.val_every, self.training.max_steps - epoch * self.training.val_every)
 
     def batches(self, epoch: int):
+        rows = shard_rows(self.training.batch_size)
         for _ in range(self.n_batches(epoch)):
             yield [
-                make_batch(ss, smp.draw(self.training.batch_size), self.C, self.P, self.tensors, self.unit_offsets, self.device)
+                # every process draws the same global batch and gathers only its own rows
+                make_batch(ss, smp.draw(self.training.batch_size)[rows], self.C, self.P, self.tensors,
+                           self.unit_offsets, self.device)
                 for ss, smp in zip(self.per_dataset, self.samplers)
             ]
 
     def batch_samples(self, batch) -> int:
         return int(sum(b.size for b in batch))
-
-    def shard(self, batch):
-        """This process's share of every dataset's global batch (multi-process training)."""
-        from neurocast.distributed import shard_rows
-        from neurocast.models.forecast_base import ForecastBatch
-
-        out = []
-        for b in batch:
-            r = shard_rows(b.size)
-            out.append(ForecastBatch(b.x[r], b.y[r], b.unit_mask[r], b.session[r], b.dataset[r], b.unit_ids[r],
-                                     None if b.starts is None else b.starts[r]))
-        return out
 
     def losses(self, batch, epoch: int) -> dict[str, torch.Tensor]:
         total = torch.zeros((), device=self.device)

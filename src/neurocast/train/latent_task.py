@@ -24,6 +24,7 @@ import torch
 
 from neurocast.data.acquisition import Acquisition
 from neurocast.data.latent_windows import LatentWindows, make_batch
+from neurocast.distributed import shard_rows
 from neurocast.data.normalization import Normalizer
 from neurocast.data.recording import Recording
 from neurocast.errors import ConfigError, DataError
@@ -216,23 +217,11 @@ class LatentTask:
                 if order.size < min(bs, chunk.starts.size):
                     order = np.concatenate([order, self.rng.permutation(chunk.starts)])
                 take, order = order[:bs], order[bs:]
-                yield make_batch(chunk, take, self.steps, self.window, self.staggered)
+                # every process draws the same global batch and gathers only its own rows
+                yield make_batch(chunk, take[shard_rows(take.size)], self.steps, self.window, self.staggered)
 
     def batch_samples(self, batch) -> int:
         return int(batch.x0.shape[0])
-
-    def shard(self, batch):
-        """This process's share of a global batch (multi-process training)."""
-        from dataclasses import fields
-
-        from neurocast.distributed import shard_rows
-
-        rows = shard_rows(int(batch.x0.shape[0]))
-        values = {}
-        for f in fields(batch):
-            v = getattr(batch, f.name)
-            values[f.name] = v if f.name == "steps" or v is None else v[rows]
-        return type(batch)(**values)
 
     def losses(self, batch, epoch: int) -> dict[str, torch.Tensor]:
         loss_name = self.cfg.training.loss_function

@@ -184,8 +184,7 @@ class Trainer:
                            desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch")
             for batch in bar:
                 self.opt.zero_grad(set_to_none=True)
-                if self.ddp is not None:  # each process keeps its share of the global batch
-                    batch = self.task.shard(batch)
+                if self.ddp is not None:  # the task's batches are this process's share of the global batch
                     losses = self.ddp(batch, epoch)
                 else:
                     losses = self.task.losses(batch, epoch)
@@ -219,7 +218,7 @@ class Trainer:
             if self.dist.enabled:  # the global batch's loss = mean of the processes' shares
                 from neurocast.distributed import mean_over_ranks
 
-                train = {k: mean_over_ranks(v) for k, v in train.items()}
+                train = mean_over_ranks(train)
                 samples *= self.dist.world
             model.eval()
             tv = time.perf_counter()
