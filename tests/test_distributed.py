@@ -93,3 +93,23 @@ def test_each_process_gathers_only_its_share_of_the_global_batch(tiny_fly, monke
         rows = slice(4 * rank, 4 * rank + 4)
         assert torch.equal(part.x0, full.x0[rows]) and torch.equal(part.targets, full.targets[rows])
         assert list(part.starts) == list(full.starts[rows])
+
+
+def test_gpu_check_script_runs_its_comparisons(tiny_fly, tiny_rnn, tmp_path):
+    """`make gpu-check` on the CPU (its plumbing; the GPU itself is checked by users who have one)."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, str(script), "--device", "cpu", "--checks", "single,bf16", "--fly", str(tiny_fly),
+                          "--rnn", str(tiny_rnn), "--out", str(tmp_path)], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert [ln.split()[0] for ln in lines[:-1]] == ["PASS", "PASS"] and lines[-1] == "all checks passed"
+    sys.path.insert(0, str(script.parent))
+    import gpu_check
+
+    assert gpu_check.compare("x", [1.0, 2.0], [1.0, 2.1], 1e-3) is False  # a real difference fails
+    assert gpu_check.compare("x", [1.0, float("nan")], [1.0, 2.0], 1.0) is False
+    bad = subprocess.run([sys.executable, str(script), "--device", "cpu", "--checks", "single,fast"], capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and "--checks: unknown fast" in bad.stderr
