@@ -6,7 +6,7 @@
 The real-data benchmarks (poco, ttt) need ../shared/data (or their --data option) and take
 about an hour each on a 2-core CPU; store writes 55 GB to a temporary folder; reliability
 (random kills, damaged stores, bad inputs) takes about half an hour on one core; seed_findings
-(the LatentEvolution findings, 21 presets x 2 seeds) a few hours; scaling only reads the results.
+(the LatentEvolution findings, 20 presets x 2 seeds) a few hours; scaling only reads the results.
 """
 
 from __future__ import annotations
