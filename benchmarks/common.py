@@ -62,6 +62,22 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best
 
 
+def time_step(step, repeats: int) -> tuple[int, list[float]]:
+    """(FLOPs of one call of ``step`` counted by torch's FlopCounterMode, wall seconds of
+    ``repeats`` further calls), after one warm-up call (allocations, optimizer state)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    step()
+    with FlopCounterMode(display=False) as counter:
+        step()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    return counter.get_total_flops(), times
+
+
 def load() -> dict:
     """What else was running: the 1/5/15-minute load averages and the CPU count (a result
     measured with load above the core count shares the cores with something else)."""

@@ -52,9 +52,7 @@ MODELS = {
 
 
 def step_time(repeats: int = 10, units: tuple[int, ...] = (130, 512, 2048)) -> dict:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from common import load, matmul_peak
+    from common import load, matmul_peak, time_step
     from neurocast.models.forecast_base import ForecastBatch, SessionTable
     from neurocast.models.poco import POCO, PocoConfig
 
@@ -78,15 +76,7 @@ def step_time(repeats: int = 10, units: tuple[int, ...] = (130, 512, 2048)) -> d
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
 
-        step()
-        with FlopCounterMode(display=False) as counter:
-            step()
-        flops = counter.get_total_flops()
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t)
+        flops, times = time_step(step, repeats)
         med = float(np.median(times))
         rows.append({"batch": B, "units": D, "seconds_per_step_median": med, "seconds_per_step_best": float(min(times)),
                      "flops_per_step": flops, "fraction_of_matmul_peak": flops / med / peak})

@@ -19,13 +19,11 @@ Results go to benchmarks/results/train_latent.json.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-from common import matmul_peak, save
+from common import matmul_peak, save, time_step
 from neurocast.config import load_task_config
 from neurocast.data.latent_windows import Batch
 from neurocast.models.latent import LatentModel
@@ -61,15 +59,7 @@ def bench(name: str, n_neurons: int, stim_dims: int, overrides: list[str], steps
         losses["total"].backward()
         opt.step()
 
-    step()  # warm-up (allocations, Adam state)
-    with FlopCounterMode(display=False) as counter:
-        step()
-    flops = counter.get_total_flops()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
+    flops, times = time_step(step, steps)
     best = min(times)
     med = float(np.median(times))
     return {
