@@ -49,7 +49,7 @@ MODELS = {
 
 
 def step_time(repeats: int = 10) -> dict:
-    from neurocast.models.forecast_base import ForecastBatch, SessionTable
+    from neurocast.data.forecast_batch import ForecastBatch, SessionTable
     from neurocast.models.poco import POCO
     from neurocast.schema.forecast import PocoConfig
 

@@ -98,7 +98,7 @@ def synthetic(args) -> dict:
 
 def simulated(args) -> dict:
     from neurocast.config import load_task_config
-    from neurocast.pipelines.common import resolve_config_path
+    from neurocast.presets_index import resolve_config_path
     from neurocast.sim import simulate
 
     folder = Path(tempfile.mkdtemp(dir=args.folder))

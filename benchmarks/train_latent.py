@@ -29,7 +29,7 @@ from common import save
 from neurocast.config import load_task_config
 from neurocast.data.latent_windows import Batch
 from neurocast.models.latent import LatentModel
-from neurocast.pipelines.common import resolve_config_path
+from neurocast.presets_index import resolve_config_path
 from neurocast.train.latent_objective import unroll_losses
 
 FULL = [

@@ -33,7 +33,7 @@ def test_held_out_session_is_scored_with_its_training_normalisation(tiny_rnn):
     for every training session (on the simulator 0.30 -> 0.16 with 10 windows)."""
     from neurocast.eval.adaptation import adapt_session, support_query
     from neurocast.eval.forecast_eval import evaluate_sessions
-    from neurocast.train.ttt import fast_init
+    from neurocast.models.functional import fast_init
 
     cfg, task = _task(tiny_rnn)
     s = next(x for x in task.sessions if x.held_out)
@@ -51,7 +51,8 @@ def test_held_out_session_is_scored_with_its_training_normalisation(tiny_rnn):
 
 def test_sgd_adaptation_is_the_meta_inner_loop(tiny_rnn):
     from neurocast.eval.adaptation import SessionBatches, adapt_session, support_query
-    from neurocast.train.ttt import adaptable, fast_init, inner_loop
+    from neurocast.eval.inner_loop import inner_loop
+    from neurocast.models.functional import adaptable, fast_init
 
     cfg, task = _task(tiny_rnn)
     s = next(x for x in task.sessions if x.held_out)

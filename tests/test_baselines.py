@@ -14,7 +14,7 @@ from neurocast.models.baselines import (
     moving_average,
     session_matmul,
 )
-from neurocast.models.forecast_base import ForecastBatch, SessionTable
+from neurocast.data.forecast_batch import ForecastBatch, SessionTable
 from neurocast.schema.forecast import (
     DLinearConfig,
     GRUConfig,

@@ -116,7 +116,7 @@ def test_config_reference_doc_is_current():
 
 
 def test_presets_load_and_show(run_cli):
-    from neurocast.pipelines.common import PRESETS
+    from neurocast.presets_index import PRESETS
 
     presets = [p for p in PRESETS.rglob("*.yaml") if not p.name.startswith("_")]
     assert len(presets) >= 6

@@ -9,7 +9,7 @@ from neurocast.data import Recording
 from neurocast.data.forecast_data import prepare_sessions, session_table, split_pieces
 from neurocast.errors import DataError
 from neurocast.eval.forecast_eval import aggregate, evaluate_sessions
-from neurocast.models.forecast_base import ForecastBatch, SessionTable
+from neurocast.data.forecast_batch import ForecastBatch, SessionTable
 from neurocast.models.poco import POCO
 from neurocast.schema.forecast import ForecastData, PocoConfig
 

@@ -7,19 +7,13 @@ import torch
 
 from conftest import forecast_config
 from neurocast.config import load_task_config
-from neurocast.models.forecast_base import ForecastBatch, SessionTable
+from neurocast.data.forecast_batch import ForecastBatch, SessionTable
 from neurocast.models.poco import POCO
 from neurocast.schema.forecast import PocoConfig
 from neurocast.train.meta_task import support_query_split
-from neurocast.train.ttt import (
-    adaptable,
-    double_backward_attention,
-    fast_init,
-    forward_with,
-    inner_loop,
-    localise,
-    masked_mse,
-)
+from neurocast.eval.inner_loop import inner_loop
+from neurocast.eval.metrics import masked_mse
+from neurocast.models.functional import adaptable, double_backward_attention, fast_init, forward_with, localise
 
 
 def tiny_poco(dtype=torch.float64):
@@ -51,7 +45,7 @@ def meta_loss(model, support, query, create_graph, steps=2, lr=0.5):
     with double_backward_attention(create_graph):
         fast = adaptable(model, fast_init(model, support.x.shape[2], "learned"), "embeddings")
         fast, _ = inner_loop(model, fast, support, steps, lr, create_graph=create_graph)
-        return masked_mse(forward_with(model, fast, query), query.y, query.unit_mask)
+        return masked_mse(forward_with(model, fast, query), query.y, query.unit_mask, per_unit=True)
 
 
 def test_inner_steps_change_the_adapted_parameters_and_only_those():

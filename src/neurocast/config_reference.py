@@ -25,7 +25,7 @@ def _type_name(annotation: Any) -> str:
             return "section"
         return ann.__name__
     text = str(annotation).replace("typing.", "").replace("NoneType", "None")
-    for mod in ("neurocast.schema.latent.", "neurocast.schema.simulation.", "neurocast.sim.stimuli.",
+    for mod in ("neurocast.schema.latent.", "neurocast.schema.simulation.", "neurocast.schema.stimuli.",
                 "neurocast.schema.common.", "neurocast.schema.forecast."):
         text = text.replace(mod, "")
     return text.replace("|", "\\|")

@@ -35,7 +35,7 @@ from neurocast.config import load_task_config, read_yaml
 from neurocast.errors import ConfigError, NeurocastError, RunError
 from neurocast.executors import neurocast_argv, run_local, submit_lsf, submit_slurm
 from neurocast.locks import FileLock, describe
-from neurocast.pipelines.common import resolve_config_path
+from neurocast.presets_index import resolve_config_path
 from neurocast.progress import info, warn
 from neurocast.report.tables import format_table
 from neurocast.runs import RunDir, write_json

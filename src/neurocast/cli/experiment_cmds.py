@@ -68,7 +68,7 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from neurocast.config import read_yaml
     from neurocast.errors import ConfigError
-    from neurocast.pipelines.common import resolve_config_path
+    from neurocast.presets_index import resolve_config_path
     from neurocast.sweep import load_sweep, run_sweep, sweep_from_cli
 
     path = resolve_config_path(args.config)

@@ -19,7 +19,7 @@ def _train_task_args(p: argparse.ArgumentParser) -> None:
 def _cmd_train_task(args: argparse.Namespace) -> int:
     from neurocast.config import load_task_config
     from neurocast.errors import ConfigError
-    from neurocast.pipelines.common import resolve_config_path
+    from neurocast.presets_index import resolve_config_path
     from neurocast.pipelines.fly_task import resume_fly_task, train_fly_task
 
     if args.resume:

@@ -69,7 +69,7 @@ def exit_status(run) -> int:
 @register("train", "train a model (latent dynamics or multi-session forecasting); prints the run directory", _train_args)
 def _cmd_train(args: argparse.Namespace) -> int:
     from neurocast.config import load_task_config
-    from neurocast.pipelines.common import resolve_config_path
+    from neurocast.presets_index import resolve_config_path
 
     if args.resume:
         if args.config or args.overrides:

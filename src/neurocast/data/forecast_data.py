@@ -31,7 +31,7 @@ import torch
 
 from neurocast.data.recording import Recording
 from neurocast.errors import ConfigError, DataError
-from neurocast.models.forecast_base import ForecastBatch, SessionTable
+from neurocast.data.forecast_batch import ForecastBatch, SessionTable
 from neurocast.schema.forecast import FilterSpec, ForecastData
 
 SPLITS = ("train", "val", "test")

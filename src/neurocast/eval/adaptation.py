@@ -17,7 +17,7 @@ Protocol (held-out sessions never seen in training):
 * new embeddings (unit table + session vector) start from ``init``; they and any other
   parameter groups in ``params`` (``units``, ``session``, ``film``, ``output``,
   ``backbone``; ``embeddings``, ``all``) take ``steps`` steps of SGD or Adam through
-  :func:`neurocast.train.ttt.inner_loop` - the same loop meta-training uses - in eval mode
+  :func:`neurocast.eval.inner_loop.inner_loop` - the same loop meta-training uses - in eval mode
   (no dropout); the model's own tensors never change;
 * ``holdout`` (a fraction) holds back the latest support windows for early stopping: the
   steps are fitted on the earlier windows whose target frames all precede the held-back
@@ -39,17 +39,9 @@ import torch
 
 from neurocast.data.forecast_data import Session, make_batch
 from neurocast.errors import ConfigError, DataError
-from neurocast.eval.metrics import mean_ci95, steps_to_fraction
-from neurocast.train.ttt import (
-    adaptable,
-    adapted_names,
-    expand_groups,
-    fast_init,
-    forward_with,
-    inner_loop,
-    localise,
-    masked_mse,
-)
+from neurocast.eval.inner_loop import inner_loop
+from neurocast.eval.metrics import masked_mse, mean_ci95, steps_to_fraction
+from neurocast.models.functional import adaptable, adapted_names, expand_groups, fast_init, forward_with, localise
 
 NORMALIZATIONS = ("session", "support")
 
@@ -193,7 +185,7 @@ def score_batches(model, params, batches) -> tuple[float, float]:
 
 @torch.no_grad()
 def batches_loss(model, params, batches) -> float:
-    return float(np.mean([float(masked_mse(forward_with(model, params, b), b.y, b.unit_mask)) for b in batches]))
+    return float(np.mean([float(masked_mse(forward_with(model, params, b), b.y, b.unit_mask, per_unit=True)) for b in batches]))
 
 
 def adapt_session(

@@ -18,6 +18,7 @@ import torch
 
 from neurocast.data.forecast_data import Session, make_batch
 from neurocast.eval.metrics import prediction_score
+from neurocast.models.functional import forward_with, localise
 
 
 def eval_windows(s: Session, split: str, length: int, stride: int, max_windows: int) -> np.ndarray:
@@ -48,10 +49,8 @@ def evaluate_sessions(
     """Per-session metrics {name: {...}} (+ "_predictions" arrays when keep=True).
 
     ``fast`` maps a session to adapted embeddings: that session is then predicted through
-    ``functional_call`` with local unit ids (see neurocast.train.ttt).
+    ``functional_call`` with local unit ids (see neurocast.models.functional).
     """
-    from neurocast.train.ttt import forward_with, localise
-
     was = model.training
     model.eval()
     out: dict[str, Any] = {}

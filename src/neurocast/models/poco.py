@@ -44,11 +44,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from neurocast.errors import ConfigError
-from neurocast.models.forecast_base import ForecastBatch, ForecastModel, SessionTable
+from neurocast.data.forecast_batch import ForecastBatch, SessionTable
+from neurocast.models.forecast_base import ForecastModel
 from neurocast.schema.forecast import PocoConfig
 
 
-#: disjoint parameter groups that test-time training can adapt (see neurocast.train.ttt):
+#: disjoint parameter groups that test-time training can adapt (see neurocast.models.functional):
 #: unit embeddings, session embedding, FiLM (alpha, beta), output layer, everything else
 ADAPT_GROUPS = ("units", "session", "film", "output", "backbone")
 

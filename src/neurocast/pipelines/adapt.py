@@ -21,8 +21,9 @@ from neurocast.data.forecast_data import normalization_protocol, prepare_session
 from neurocast.errors import ConfigError
 from neurocast.eval.adaptation import adapt_session, mean_curve, resolve_optimizer
 from neurocast.models.factory import build_forecaster
-from neurocast.models.forecast_base import SessionTable
-from neurocast.pipelines.common import recordings_by_session, select_device
+from neurocast.data.forecast_batch import SessionTable
+from neurocast.devices import select_device
+from neurocast.pipelines.common import recordings_by_session
 from neurocast.pipelines.forecast import model_config_for
 from neurocast.pipelines.trained_runs import checkpoint_of, forecast_run
 from neurocast.progress import info

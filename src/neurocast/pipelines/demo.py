@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from neurocast.config import load_task_config
-from neurocast.pipelines.common import resolve_config_path
+from neurocast.presets_index import resolve_config_path
 from neurocast.progress import info
 from neurocast.report.tables import fmt, format_table, markdown_table
 

@@ -16,7 +16,7 @@ import torch
 
 from neurocast.checkpoints import load_checkpoint, load_model_state, resume_checkpoint, seed_everything
 from neurocast.config import config_hash, to_yaml, validate
-from neurocast.pipelines.common import select_device, setup_torch
+from neurocast.devices import select_device, setup_torch
 from neurocast.progress import info
 from neurocast.runs import RunDir
 from neurocast.schema.fly_task import FlyTaskConfig

@@ -25,7 +25,9 @@ from neurocast.data.forecast_data import Session, normalization_protocol, prepar
 from neurocast.errors import ConfigError, DataError, RunError
 from neurocast.eval.metrics import mean_ci95
 from neurocast.models.factory import build_forecaster
-from neurocast.pipelines.common import recordings_by_session, resolve_config_path, select_device, setup_torch
+from neurocast.devices import select_device, setup_torch
+from neurocast.pipelines.common import recordings_by_session
+from neurocast.presets_index import resolve_config_path
 from neurocast.progress import info
 from neurocast.report import forecast_figures
 from neurocast.report.tables import fmt, format_table, markdown_table
@@ -252,7 +254,7 @@ def adaptation_protocol(cfg, task: ForecastTask, run: RunDir) -> dict[str, Any] 
     """
     from neurocast.eval.adaptation import resolve_optimizer
     from neurocast.eval.adaptation_protocol import fit_nlinear, run_protocol
-    from neurocast.models.forecast_base import SessionTable
+    from neurocast.data.forecast_batch import SessionTable
     from neurocast.schema.forecast import NLinearConfig
 
     held = [s for s in task.sessions if s.held_out]

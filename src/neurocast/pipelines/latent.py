@@ -11,7 +11,8 @@ from neurocast.checkpoints import resume_checkpoint, seed_everything
 from neurocast.config import config_hash, to_yaml, validate
 from neurocast.data.recording import Recording
 from neurocast.errors import ConfigError, DataError
-from neurocast.pipelines.common import dataset_from_config, recordings_by_session, select_device, setup_torch
+from neurocast.devices import select_device, setup_torch
+from neurocast.pipelines.common import dataset_from_config, recordings_by_session
 from neurocast.progress import info
 from neurocast.runs import RunDir
 from neurocast.schema.latent import LatentExperiment

@@ -19,7 +19,7 @@ from neurocast.checkpoints import load_checkpoint, load_model_state
 from neurocast.config import validate
 from neurocast.errors import RunError
 from neurocast.eval.latent_eval import metrics_of, rollout_evaluation
-from neurocast.pipelines.common import select_device
+from neurocast.devices import select_device
 from neurocast.progress import info
 from neurocast.report import figures
 from neurocast.report.tables import fmt, format_table, markdown_table

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from neurocast.config import Section
 from neurocast.schema.common import ExperimentBase
 from neurocast.schema.simulation import FlyNetworkConfig
-from neurocast.sim.stimuli import Gratings, Natural
+from neurocast.schema.stimuli import FLOW_FAMILIES, Gratings, Natural
 
 
 class FlowStimulus(Section):
@@ -26,11 +26,9 @@ class FlowStimulus(Section):
 
     @model_validator(mode="after")
     def _burn(self):
-        from neurocast.sim.stimuli import WITH_FLOW
-
         for k, w in self.families.items():
-            if k not in WITH_FLOW:
-                raise ValueError(f"stimulus.families: {k!r} has no known motion field (use {', '.join(WITH_FLOW)})")
+            if k not in FLOW_FAMILIES:
+                raise ValueError(f"stimulus.families: {k!r} has no known motion field (use {', '.join(FLOW_FAMILIES)})")
             if not w > 0:
                 raise ValueError(f"stimulus.families: weight of {k!r} must be > 0, got {w}")
         if not self.families:

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from neurocast.config import Section
-from neurocast.sim.stimuli import StimulusSet
+from neurocast.schema.stimuli import StimulusSet
 
 Channel = Literal["voltage", "calcium", "fluorescence"]
 

@@ -68,7 +68,8 @@ def _central(net: FlyNetwork, type_name: str) -> int:
 
 def natural_stimulus(net: FlyNetwork, spec: DiagnosticsSpec) -> np.ndarray:
     """(T, C, B) naturalistic luminance, seeded by ``spec.seed``."""
-    from neurocast.sim.stimuli import StimulusSet, StimulusStream
+    from neurocast.schema.stimuli import StimulusSet
+    from neurocast.sim.stimuli import StimulusStream
 
     xy = hex_to_cartesian(net.columns) * spec.deg_per_column
     stim = StimulusSet(families={"natural": 1.0}, segment_s=(1.0, 4.0), seed=spec.seed)

@@ -19,12 +19,7 @@ import torch
 
 from neurocast.data.forecast_data import Session, WindowSampler, make_batch
 from neurocast.eval.forecast_eval import aggregate, evaluate_sessions
-
-
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
-    m = unit_mask[:, None, :].expand_as(pred)
-    diff = torch.where(m, pred - target, torch.zeros((), device=pred.device))
-    return (diff * diff).sum() / m.sum().clamp_min(1)
+from neurocast.eval.metrics import masked_mse
 
 
 class ForecastTask:
@@ -70,7 +65,7 @@ class ForecastTask:
     def shard(self, batch):
         """This process's share of every dataset's global batch (multi-process training)."""
         from neurocast.distributed import shard_rows
-        from neurocast.models.forecast_base import ForecastBatch
+        from neurocast.data.forecast_batch import ForecastBatch
 
         out = []
         for b in batch:
@@ -83,7 +78,7 @@ class ForecastTask:
         total = torch.zeros((), device=self.device)
         out: dict[str, torch.Tensor] = {}
         for name, w, b in zip(self.dataset_names, self.weights, batch):
-            loss = masked_mse(self.model(b), b.y, b.unit_mask)
+            loss = masked_mse(self.model(b), b.y, b.unit_mask, per_unit=True)
             out[f"mse_{name}"] = loss
             total = total + w * loss
         out["total"] = total
