@@ -475,7 +475,7 @@ def damages(ws: Path) -> dict:
 
 
 def stores(ws: Path) -> dict:
-    from neurocast.config import load_task_config
+    from neurocast.tasks import load_task_config
     from neurocast.errors import NeurocastError
     from neurocast.sim import simulate
 

@@ -97,7 +97,7 @@ def synthetic(args) -> dict:
 
 
 def simulated(args) -> dict:
-    from neurocast.config import load_task_config
+    from neurocast.tasks import load_task_config
     from neurocast.presets_index import resolve_config_path
     from neurocast.sim import simulate
 

@@ -174,7 +174,7 @@ def targets_celegans(tab: dict) -> dict:
 COST = """
 import resource, sys, time, json, torch, numpy as np
 torch.set_num_threads(1)
-from neurocast.config import load_task_config
+from neurocast.tasks import load_task_config
 from neurocast.pipelines.forecast import build_task, load_forecast_data
 cfg = load_task_config({path!r}, {overrides!r})
 sessions, names, _ = load_forecast_data(cfg.data)

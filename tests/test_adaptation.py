@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from conftest import forecast_config
-from neurocast.config import load_task_config
+from neurocast.tasks import load_task_config
 from neurocast.errors import ConfigError
 
 

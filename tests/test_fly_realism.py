@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurocast.config import load_task_config
+from neurocast.tasks import load_task_config
 from neurocast.errors import ConfigError, DataError
 from neurocast.sim.fly_diagnostics import DS_TYPES, DiagnosticsSpec, diagnose, dsi_from_peaks, dsi_table
 from neurocast.sim.fly_network import build_network

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurocast.config import load_task_config
+from neurocast.tasks import load_task_config
 from neurocast.data import load_recordings
 from neurocast.errors import ConfigError, DataError
 from neurocast.sim.fly_dynamics import FlySimulator, FlyState

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import latent_config
-from neurocast.config import load_task_config
+from neurocast.tasks import load_task_config
 from neurocast.data.acquisition import Acquisition
 from neurocast.data.connectome import Connectome
 from neurocast.data.latent_windows import Batch, LatentWindows

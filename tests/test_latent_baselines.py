@@ -76,7 +76,7 @@ def test_stimulus_ridge_recovers_a_known_filter_from_observed_frames_only():
 
 
 def test_initial_state_ablation_is_the_rollout_from_the_training_mean(tiny_fly):
-    from neurocast.config import load_task_config
+    from neurocast.tasks import load_task_config
     from neurocast.pipelines.latent import build
 
     from conftest import latent_config

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from conftest import TINY_RNN, forecast_config, latent_config
-from neurocast.config import load_task_config
+from neurocast.tasks import load_task_config
 from neurocast.errors import DataError
 
 # a live process that owns a run (as a training process does); a neurocast without run

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import latent_config
-from neurocast.config import load_task_config
+from neurocast.tasks import load_task_config
 from neurocast.eval.early_stopping import EarlyStopping
 from neurocast.eval.metrics import stable_horizon, variance_explained
 from neurocast.eval.rollout import SEGMENTS, RolloutResult, latent_rollout

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import forecast_config
-from neurocast.config import load_task_config
+from neurocast.tasks import load_task_config
 from neurocast.data.forecast_batch import ForecastBatch, SessionTable
 from neurocast.models.poco import POCO
 from neurocast.schema.forecast import PocoConfig

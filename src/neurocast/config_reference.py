@@ -12,7 +12,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from neurocast.config import TASKS, _dict_value, _list_item, _is_list, _models_in, _strip, task_schema
+from neurocast.config import _dict_value, _list_item, _is_list, _models_in, _strip
+from neurocast.tasks import TASKS, task_schema
 
 
 def _type_name(annotation: Any) -> str:

@@ -184,6 +184,19 @@ class RunDir:
 
     # open / create
     @classmethod
+    def new(cls, path: str | os.PathLike | None, cfg, config_yaml: str | None = None, *, seed: int | None = None,
+            extra_env: dict[str, Any] | None = None) -> "RunDir":
+        """A new run directory for the experiment config ``cfg``: exactly ``path`` when given (sweeps,
+        ``--run-dir``: a new or empty folder), else a new one under ``cfg.runs_dir/cfg.name`` named by
+        time, commit and the hash of ``cfg``. It holds ``config_yaml`` (default: ``cfg`` itself)."""
+        from neurocast.config import config_hash, to_yaml
+
+        text = to_yaml(cfg) if config_yaml is None else config_yaml
+        if path is None:
+            return cls.create(cfg.runs_dir, cfg.name, text, config_hash(cfg), seed=seed, extra_env=extra_env)
+        return cls.create_at(path, text, seed=seed, extra_env=extra_env)
+
+    @classmethod
     def open(cls, path: str | os.PathLike) -> "RunDir":
         run = cls(Path(path).expanduser())
         if not run.path.is_dir():
@@ -241,6 +254,19 @@ class RunDir:
     def read_config(self) -> dict[str, Any]:
         """The run's config.yaml as a mapping (a damaged file is a one-line error naming it)."""
         return read_yaml_mapping(self.config_path, "run config")
+
+    def load_config(self):
+        """The run's config validated into its task's schema (the config the run used)."""
+        from neurocast.config import validate
+        from neurocast.tasks import task_schema
+
+        data = self.read_config()
+        return validate(task_schema(data.get("task")), data, f"config {self.config_path}")
+
+    def best_checkpoint(self, fallback: str = "final.pt") -> Path:
+        """``checkpoints/best.pt`` (best validation), or ``fallback`` in the same folder when there is none."""
+        best = self.checkpoints / "best.pt"
+        return best if best.exists() else self.checkpoints / fallback
 
     @classmethod
     def create(

@@ -31,7 +31,8 @@ from typing import Any
 import yaml
 
 from neurocast.checkpoints import checkpoint_readable
-from neurocast.config import load_task_config, read_yaml
+from neurocast.config import read_yaml
+from neurocast.tasks import load_task_config, task_spec
 from neurocast.errors import ConfigError, NeurocastError, RunError
 from neurocast.executors import neurocast_argv, run_local, submit_lsf, submit_slurm
 from neurocast.locks import FileLock, describe
@@ -40,10 +41,6 @@ from neurocast.progress import info, warn
 from neurocast.report.tables import format_table
 from neurocast.runs import RunDir, write_json
 from neurocast.schema.sweep import SweepConfig
-
-SEED_KEYS = {"latent": "training.seed", "forecast": "training.seeds", "forecast_compare": "training.seeds",
-             "ttt_compare": "training.seeds"}
-
 
 @dataclass
 class Trial:
@@ -68,8 +65,11 @@ def _slug(v: Any) -> str:
 
 
 def expand(cfg: SweepConfig, task: str) -> list[Trial]:
-    if task not in SEED_KEYS:
+    """The trials of a sweep over an experiment of ``task``: every grid point, ``cfg.seeds`` times."""
+    spec = task_spec(task)
+    if spec is None or spec.seed_key is None:
         raise ConfigError(f"sweeps run trainable experiments (latent, forecast, ...); {cfg.experiment} has task {task!r}")
+    seed_key = spec.seed_key
     keys = list(cfg.grid)
     trials = []
     combos = list(itertools.product(*(cfg.grid[k] for k in keys))) or [()]
@@ -79,7 +79,6 @@ def expand(cfg: SweepConfig, task: str) -> list[Trial]:
             over = []
             for k, v in params.items():
                 over += [f"--{k}", _value_token(v)]
-            seed_key = SEED_KEYS[task]
             if cfg.seeds > 1:
                 over += [f"--{seed_key}", f"[{seed}]" if seed_key.endswith("seeds") else str(seed)]
             parts = [f"{k.split('.')[-1]}={_slug(v)}" for k, v in params.items()]
@@ -193,6 +192,17 @@ def run_sweep(cfg: SweepConfig, dry_run: bool = False, jobs: int | None = None) 
     finally:
         if driver is not None:
             driver.release()
+
+
+def sweep_exit_status(result: dict[str, Any]) -> int:
+    """1 when a trial failed, was stopped or is still running elsewhere, else 0."""
+    return 1 if result.get("failed") or result.get("running") else 0
+
+
+def run_named_sweep(cfg: SweepConfig, run_path=None) -> tuple[Path, int]:
+    """`neurocast run NAME` of a sweep preset: (sweep folder, exit status)."""
+    folder, res = run_sweep(cfg)
+    return folder, sweep_exit_status(res)
 
 
 def _run(cfg, folder, trials, exp_copy, dry_run, jobs) -> tuple[Path, dict[str, Any]]:

@@ -14,7 +14,8 @@ def _config_show_args(p: argparse.ArgumentParser) -> None:
 
 @register("show", "print the resolved config (YAML file + overrides)", _config_show_args, group="config")
 def _cmd_config_show(args: argparse.Namespace) -> int:
-    from neurocast.config import load_task_config, to_yaml
+    from neurocast.config import to_yaml
+    from neurocast.tasks import load_task_config
     from neurocast.presets_index import resolve_config_path
 
     cfg = load_task_config(resolve_config_path(args.config), args.overrides)

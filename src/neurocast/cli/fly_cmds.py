@@ -17,7 +17,7 @@ def _train_task_args(p: argparse.ArgumentParser) -> None:
 @register("train-task", "train the fly network's parameters to estimate optic flow; prints the run directory",
           _train_task_args, group="fly")
 def _cmd_train_task(args: argparse.Namespace) -> int:
-    from neurocast.config import load_task_config
+    from neurocast.tasks import load_task_config
     from neurocast.errors import ConfigError
     from neurocast.presets_index import resolve_config_path
     from neurocast.pipelines.fly_task import resume_fly_task, train_fly_task

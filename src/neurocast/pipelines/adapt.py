@@ -25,7 +25,7 @@ from neurocast.data.forecast_batch import SessionTable
 from neurocast.devices import select_device
 from neurocast.pipelines.common import recordings_by_session
 from neurocast.pipelines.forecast import model_config_for
-from neurocast.pipelines.trained_runs import checkpoint_of, forecast_run
+from neurocast.pipelines.trained_runs import forecast_run
 from neurocast.progress import info
 from neurocast.report import forecast_figures
 from neurocast.report.tables import fmt, format_table
@@ -50,7 +50,7 @@ def adapt_run(run_dir, data_path, *, steps=None, lr=None, budget=None, seconds=N
     if dname not in names:
         raise ConfigError(f"--dataset {dname!r} is not one of the run's datasets ({', '.join(names)})")
     spec = cfg.data.datasets[names.index(dname)]
-    ckpt = checkpoint_of(sr)
+    ckpt = sr.best_checkpoint()
     device = select_device(cfg.training.device)
     state = load_checkpoint(ckpt, map_location=device)
     table = SessionTable.from_dict(state["task"]["sessions"])

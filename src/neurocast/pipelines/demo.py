@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from neurocast.config import load_task_config
+from neurocast.tasks import load_task_config
 from neurocast.presets_index import resolve_config_path
 from neurocast.progress import info
 from neurocast.report.tables import fmt, format_table, markdown_table

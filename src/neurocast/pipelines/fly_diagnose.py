@@ -31,7 +31,8 @@ def _from_config(cfg, extent: int | None) -> tuple[FlyNetwork, FlyParameters, st
 
 def resolve_target(target: str | Path, overrides: list[str] | None = None, extent: int | None = None):
     """(network, parameters, description, spec, name, default output folder) of a diagnose target."""
-    from neurocast.config import config_hash, load_task_config
+    from neurocast.config import config_hash
+    from neurocast.tasks import load_task_config
     from neurocast.presets_index import resolve_config_path
 
     p = Path(target).expanduser()

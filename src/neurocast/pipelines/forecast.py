@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from neurocast.checkpoints import load_checkpoint, load_model_state, resume_checkpoint, seed_everything
-from neurocast.config import config_hash, to_yaml, validate
+from neurocast.config import to_yaml
 from neurocast.data.forecast_data import Session, normalization_protocol, prepare_sessions, session_table
-from neurocast.errors import ConfigError, DataError, RunError
+from neurocast.errors import ConfigError, DataError
 from neurocast.eval.metrics import mean_ci95
 from neurocast.models.factory import build_forecaster
 from neurocast.devices import select_device, setup_torch
@@ -32,7 +32,7 @@ from neurocast.progress import info
 from neurocast.report import forecast_figures
 from neurocast.report.tables import fmt, format_table, markdown_table
 from neurocast.runs import RunDir
-from neurocast.schema.forecast import ForecastCompare, ForecastData, ForecastExperiment
+from neurocast.schema.forecast import ForecastData
 from neurocast.train.forecast_task import ForecastTask
 from neurocast.train.loop import Trainer, build_optimizer, graceful_stop, stop_signal
 from neurocast.train.tracking import Tracker
@@ -43,7 +43,8 @@ from neurocast.train.tracking import Tracker
 
 def dataset_path(data: ForecastData, spec) -> Path:
     if spec.simulation is not None:
-        from neurocast.config import deep_merge, load_task_config, read_yaml
+        from neurocast.config import deep_merge, read_yaml
+        from neurocast.tasks import load_task_config
         from neurocast.sim import simulate
 
         sim = read_yaml(resolve_config_path(spec.simulation))
@@ -204,8 +205,7 @@ def train_seed(cfg, model_cfg, sessions, names, seed: int, run: RunDir, device, 
 
 def finish_seed(cfg, task: ForecastTask, run: RunDir, names: list[str], train_summary: dict[str, Any]) -> dict[str, Any]:
     """Test on the best-validation checkpoint; figures; validation predictions as arrays."""
-    best = run.checkpoints / "best.pt"
-    ckpt = best if best.exists() else run.checkpoints / "final.pt"
+    ckpt = run.best_checkpoint()
     protocol = normalization_protocol(cfg.data)
     leak = " [LEAKING: normalised on whole recordings]" if protocol["leaking"] else ""
     state = load_checkpoint(ckpt, map_location=task.device)
@@ -362,10 +362,7 @@ def train_forecast(cfg, run_path: str | Path | None = None) -> RunDir:
     extra = {"datasets": paths, "task": cfg.task,
              "sessions": {s.name: {"frames": s.T, "units": s.D, "dt": s.dt, "held_out": s.held_out} for s in sessions}}
     seed0 = cfg.training.seeds[0]
-    if run_path is None:
-        run = RunDir.create(cfg.runs_dir, cfg.name, yaml_text, config_hash(cfg), seed=seed0, extra_env=extra)
-    else:
-        run = RunDir.create_at(run_path, yaml_text, seed=seed0, extra_env=extra)
+    run = RunDir.new(run_path, cfg, yaml_text, seed=seed0, extra_env=extra)
     info(f"run directory: {run.path}")
     try:
         return _complete(cfg, run, sessions, names, device, resume=False)
@@ -375,9 +372,7 @@ def train_forecast(cfg, run_path: str | Path | None = None) -> RunDir:
 
 def resume_forecast(run_path: str | Path) -> RunDir:
     run = RunDir.open(run_path)
-    data = run.read_config()
-    schema = ForecastCompare if data.get("task") == "forecast_compare" else ForecastExperiment
-    cfg = validate(schema, data, f"config {run.config_path}")
+    cfg = run.load_config()
     run.claim_for_resume()  # the only writer from here on (fails naming the process that has it)
     try:
         device = _setup(cfg)
@@ -389,7 +384,7 @@ def resume_forecast(run_path: str | Path) -> RunDir:
 
 
 def _complete(cfg, run: RunDir, sessions, names, device, resume: bool) -> RunDir:
-    models = dict(cfg.models) if cfg.task == "forecast_compare" else {None: cfg.model}
+    models = cfg.trained_models
     with run.status_on_error():
         results = _run_models(cfg, models, run, sessions, names, device, resume)
     protocol = normalization_protocol(cfg.data)
@@ -428,17 +423,16 @@ def compare_table(results: dict[str, dict[str, Any]], names: list[str]) -> tuple
     return header, rows
 
 
-def analyze_forecast_run(run_path: str | Path, epochs) -> Path:
-    """Re-evaluate every seed's best checkpoint (test split) and refresh its figures."""
+def analyze_forecast_run(run_path: str | Path, epochs, horizon=None, starts=None) -> Path:
+    """Re-evaluate every seed's best checkpoint (test split) and refresh its figures (``horizon``
+    and ``starts`` are roll-out settings of latent runs: forecasting runs have none)."""
     run = RunDir.open(run_path)
-    data = run.read_config()
-    schema = ForecastCompare if data.get("task") == "forecast_compare" else ForecastExperiment
-    cfg = validate(schema, data, f"config {run.config_path}")
+    cfg = run.load_config()
     if epochs not in (None, ["best"]):
         raise ConfigError("forecasting runs are analysed on their best-validation checkpoint (use --epoch best)")
     device = _setup(cfg)
     sessions, names, _ = load_forecast_data(cfg.data)
-    models = dict(cfg.models) if cfg.task == "forecast_compare" else {None: cfg.model}
+    models = cfg.trained_models
     for label, model_cfg in models.items():
         base = run.path if label is None else run.path / "models" / label
         for seed in cfg.training.seeds:

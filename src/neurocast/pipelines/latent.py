@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from neurocast.checkpoints import resume_checkpoint, seed_everything
-from neurocast.config import config_hash, to_yaml, validate
+from neurocast.config import to_yaml
 from neurocast.data.recording import Recording
 from neurocast.errors import ConfigError, DataError
 from neurocast.devices import select_device, setup_torch
@@ -58,7 +58,7 @@ def ensure_run_data(cfg: LatentExperiment, run: RunDir) -> None:
     saved = run.path / "simulation.yaml"
     if not saved.is_file():
         raise DataError(f"the run's dataset {cfg.data.path} no longer exists and the run has no simulation.yaml to rebuild it")
-    from neurocast.config import load_task_config
+    from neurocast.tasks import load_task_config
     from neurocast.sim import simulate
 
     info(f"dataset {cfg.data.path} is missing: simulating it again from {saved}")
@@ -94,10 +94,7 @@ def train_latent(cfg: LatentExperiment, run_path: str | Path | None = None) -> R
     resolved = cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": str(folder.resolve()), "simulation": None})})
     yaml_text = to_yaml(resolved)
     extra = {"dataset": str(folder.resolve()), "data_simulation_config": cfg.data.simulation, "task": "latent"}
-    if run_path is None:
-        run = RunDir.create(cfg.runs_dir, cfg.name, yaml_text, config_hash(cfg), seed=tr.seed, extra_env=extra)
-    else:
-        run = RunDir.create_at(run_path, yaml_text, seed=tr.seed, extra_env=extra)
+    run = RunDir.new(run_path, cfg, yaml_text, seed=tr.seed, extra_env=extra)
     sim_yaml = folder / "simulation.yaml"
     if sim_yaml.is_file():
         (run.path / "simulation.yaml").write_text(sim_yaml.read_text())
@@ -112,7 +109,7 @@ def train_latent(cfg: LatentExperiment, run_path: str | Path | None = None) -> R
 def resume_latent(run_path: str | Path) -> RunDir:
     """Continue a killed (or finished-early) run from its latest checkpoint."""
     run = RunDir.open(run_path)
-    cfg = validate(LatentExperiment, run.read_config(), f"config {run.config_path}")
+    cfg = run.load_config()
     run.claim_for_resume()  # the only writer from here on (fails naming the process that has it)
     try:
         latest, state = resume_checkpoint(run.checkpoints)

@@ -16,7 +16,6 @@ from typing import Any
 import torch
 
 from neurocast.checkpoints import load_checkpoint, load_model_state
-from neurocast.config import validate
 from neurocast.errors import RunError
 from neurocast.eval.latent_eval import metrics_of, rollout_evaluation
 from neurocast.devices import select_device
@@ -62,7 +61,7 @@ class LatentAnalysis:
         data = self.run.read_config()
         if (data or {}).get("task") != "latent":
             raise RunError(f"{self.run.path} is not a latent-dynamics run (task {data.get('task')!r})")
-        self.cfg = validate(LatentExperiment, data, f"config {self.run.config_path}")
+        self.cfg = self.run.load_config()
         self.device = select_device(device or self.cfg.training.device)
         any_ckpt = next(iter(sorted(self.run.checkpoints.glob("*.pt"))), None)
         if any_ckpt is None:
@@ -195,6 +194,15 @@ def analyze_run(run_dir: str | Path, epochs: list[int | str] | None, horizon: in
         return last, results
     finally:
         an.close()
+
+
+def analyze_command(run_dir: str | Path, epochs: list[int | str] | None, horizon: int | None = None,
+                    n_starts: int | None = None) -> Path:
+    """`neurocast analyze` of a latent run: :func:`analyze_run`, with the metrics table of a single epoch printed."""
+    folder, results = analyze_run(run_dir, epochs, horizon, n_starts)
+    if len(results) == 1:
+        print_metrics(results[0])
+    return folder
 
 
 def summarize_metrics(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from neurocast.config import config_hash, to_yaml, validate
+from neurocast.config import to_yaml
 from neurocast.data.forecast_data import normalization_protocol
 from neurocast.pipelines.forecast import (
     load_forecast_data,
@@ -63,10 +63,7 @@ def train_ttt_compare(cfg: TTTCompare, run_path: str | Path | None = None) -> Ru
     sessions, _, paths = load_forecast_data(cfg.data)  # resolve (and simulate) once, fail early on bad data
     resolved = resolved_config(cfg, paths, sessions)
     text = to_yaml(resolved)
-    if run_path is None:
-        run = RunDir.create(cfg.runs_dir, cfg.name, text, config_hash(cfg), seed=cfg.training.seeds[0])
-    else:
-        run = RunDir.create_at(run_path, text, seed=cfg.training.seeds[0])
+    run = RunDir.new(run_path, cfg, text, seed=cfg.training.seeds[0])
     info(f"run directory: {run.path}")
     try:
         return _methods(resolved, run)
@@ -78,7 +75,7 @@ def resume_ttt_compare(run_path: str | Path) -> RunDir:
     """Continue a comparison: finished methods are kept, interrupted ones resume from their
     checkpoints, methods that never started are trained."""
     run = RunDir.open(run_path)
-    cfg = validate(TTTCompare, run.read_config(), f"config {run.config_path}")
+    cfg = run.load_config()
     run.claim_for_resume()
     try:
         run.set_status("running")

@@ -310,6 +310,11 @@ class ForecastExperiment(ExperimentBase):
     training: ForecastTraining = ForecastTraining()
     eval: ForecastEval = ForecastEval()
 
+    @property
+    def trained_models(self) -> dict[str | None, ForecastModelConfig]:
+        """The models a run trains, by label (None: the run's only model, trained in the run directory itself)."""
+        return {None: self.model}
+
 
 class ForecastCompare(ExperimentBase):
     """Several forecasting models on the same data and seeds, one table (`neurocast train`)."""
@@ -319,6 +324,11 @@ class ForecastCompare(ExperimentBase):
     models: dict[str, ForecastModelConfig] = Field(..., min_length=1, description="label -> model")
     training: ForecastTraining = ForecastTraining()
     eval: ForecastEval = ForecastEval()
+
+    @property
+    def trained_models(self) -> dict[str | None, ForecastModelConfig]:
+        """The models a run trains, by label (each in ``models/<label>/`` of the run directory)."""
+        return dict(self.models)
 
 
 class TTTCompare(ForecastExperiment):
