@@ -110,7 +110,9 @@ def table(entries: dict[str, dict[str, list[dict]]]) -> dict:
 
 
 def ci(e) -> str:
-    return "-" if not e or e.get("mean") is None else f"{e['mean']:.3f} ± {e['ci95']:.3f}"
+    from neurocast.report.tables import fmt_interval
+
+    return fmt_interval(e, 3)
 
 
 def markdown(tab: dict) -> str:

@@ -134,3 +134,11 @@ def test_bare_preset_names_resolve_like_paths(run_cli):
     assert code == 0 and "task: fly_simulation" in out
     code, _, err = run_cli("config", "show", "latent_20stepp")
     assert code == 2 and "neither here nor a preset" in err
+
+
+def test_derived_quantities_of_the_latent_training_config():
+    from neurocast.schema.latent import LatentTraining
+
+    t = LatentTraining(time_units=5, evolve_multiple_steps=3, intermediate_loss_steps=[2, 4])
+    assert (t.window, t.loss_multiples, t.loss_steps) == (15, [5, 10, 15], [2, 4, 5, 10, 15])
+    assert "window" not in t.model_dump()  # derived, never a key of a config file

@@ -75,3 +75,30 @@ def test_masked_mse_ignores_nan_targets_outside_the_mask_and_counts_only_the_mas
     target = torch.tensor([[[1.0, torch.nan], [3.0, torch.nan]]])
     unit_mask = torch.tensor([[True, False]])
     assert float(masked_mse(pred, target, unit_mask, per_unit=True)) == pytest.approx((1 + 9) / 2)
+
+
+def old_variance_explained(pred, true):  # eval/metrics.py (traces)
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    var_true, var_err = true.var(axis=0), (pred - true).var(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(var_true > 0, 1.0 - var_err / var_true, np.nan)
+
+
+def old_rollout_variance_explained(var_err, var_true):  # eval/rollout.py (RolloutResult, accumulated variances)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(var_true > 0, 1 - var_err / var_true, np.nan)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_variance_explained_of_traces_and_of_accumulated_variances_equal_the_old_definitions(seed):
+    from neurocast.eval.metrics import variance_explained
+
+    rng = np.random.default_rng(seed)
+    true = rng.normal(size=(50, 8)).astype(np.float32)
+    true[:, 3] = 1.5  # a constant trace: NaN
+    pred = true + rng.normal(scale=0.5, size=true.shape).astype(np.float32)
+    assert np.array_equal(variance_explained(pred, true), old_variance_explained(pred, true), equal_nan=True)
+    var_err, var_true = rng.random(8) * 2, rng.random(8)
+    var_true[2] = 0.0
+    assert np.array_equal(variance_explained(var_err=var_err, var_true=var_true),
+                          old_rollout_variance_explained(var_err, var_true), equal_nan=True)

@@ -77,11 +77,17 @@ def stable_horizon(normalised_mse: Sequence[float]) -> int:
     return int(bad[0] + 1) if bad.size else int(curve.size)
 
 
-def variance_explained(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """(N,) 1 - var_t(pred - true) / var_t(true); NaN where the true trace is constant."""
-    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
-    var_true = true.var(axis=0)
-    var_err = (pred - true).var(axis=0)
+def variance_explained(pred: np.ndarray | None = None, true: np.ndarray | None = None, *,
+                       var_err: np.ndarray | None = None, var_true: np.ndarray | None = None) -> np.ndarray:
+    """(N,) per neuron 1 - var_t(pred - true) / var_t(true); NaN where the true trace is constant.
+
+    Give the traces ``pred`` and ``true`` (T, N), or the two variances (N,) when they were
+    accumulated elsewhere (roll-outs average them over their starts): ``var_err`` and ``var_true``.
+    """
+    if pred is not None or true is not None:
+        pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+        var_true = true.var(axis=0)
+        var_err = (pred - true).var(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(var_true > 0, 1.0 - var_err / var_true, np.nan)
 

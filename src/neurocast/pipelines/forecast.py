@@ -23,14 +23,13 @@ from neurocast.checkpoints import load_checkpoint, load_model_state, resume_chec
 from neurocast.config import to_yaml
 from neurocast.data.forecast_data import Session, normalization_protocol, prepare_sessions, session_table
 from neurocast.errors import ConfigError, DataError
-from neurocast.eval.metrics import mean_ci95
 from neurocast.models.factory import build_forecaster
 from neurocast.devices import select_device, setup_torch
 from neurocast.pipelines.common import recordings_by_session
 from neurocast.presets_index import resolve_config_path
 from neurocast.progress import info
 from neurocast.report import forecast_figures
-from neurocast.report.tables import fmt, format_table, markdown_table
+from neurocast.report.tables import fmt, fmt_interval, format_table, interval, markdown_table
 from neurocast.runs import RunDir
 from neurocast.schema.forecast import ForecastData
 from neurocast.train.forecast_task import ForecastTask
@@ -310,12 +309,10 @@ def _aggregate_seeds(results: dict[int, dict[str, Any]], names: list[str]) -> di
         entry = {}
         for metric in ("score", "mse", "mae"):
             vals = [r["test"]["datasets"][name][metric] for r in done.values() if name in r["test"]["datasets"]]
-            m, h = mean_ci95(vals)
-            entry[metric] = {"mean": m, "ci95": h, "values": vals}
+            entry[metric] = interval(vals, keep_values=True)
         out["datasets"][name] = entry
     for metric in ("score", "mse", "mae"):
-        m, h = mean_ci95([r["test"][metric] for r in done.values()])
-        out[metric] = {"mean": m, "ci95": h}
+        out[metric] = interval([r["test"][metric] for r in done.values()])
     return out
 
 
@@ -418,7 +415,7 @@ def compare_table(results: dict[str, dict[str, Any]], names: list[str]) -> tuple
             if not d:
                 continue
             s = d["score"]
-            rows.append([label, name, f"{fmt(s['mean'])} ± {fmt(s['ci95'], 2)}", fmt(d["mse"]["mean"]),
+            rows.append([label, name, fmt_interval(s), fmt(d["mse"]["mean"]),
                          fmt(d["mae"]["mean"]), str(len(s["values"]))])
     return header, rows
 

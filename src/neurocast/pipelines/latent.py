@@ -162,14 +162,11 @@ def latent_summary(cfg: LatentExperiment, trainer: Trainer, summary: dict[str, A
     """summary.json: losses, checkpoints and the per-multiple comparison with baselines."""
     best = next((h for h in trainer.history if h["epoch"] == trainer.best_epoch), None)
     final = trainer.history[-1] if trainer.history else None
-    tu, ems = cfg.training.time_units, cfg.training.evolve_multiple_steps
-
     def table(rec, prefix="val"):
         if rec is None:
             return None
         rows = []
-        for m in range(1, ems + 1):
-            s = m * tu
+        for s in cfg.training.loss_multiples:
             rows.append({
                 "step": s,
                 "model": rec.get(f"{prefix}/mse_at_{s}"),

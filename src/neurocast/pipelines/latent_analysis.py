@@ -96,7 +96,7 @@ class LatentAnalysis:
             "epoch": int(state["epoch"]),
             "horizon": h,
             "time_units": cfg.training.time_units,
-            "training_window": cfg.training.time_units * cfg.training.evolve_multiple_steps,
+            "training_window": cfg.training.window,
             "validation": val,
             "rollouts": metrics_of(ev),
         }
@@ -106,8 +106,7 @@ class LatentAnalysis:
         return out, metrics
 
     def figures(self, ev: dict[str, dict[str, Any]], out: Path, label: str) -> list[Path]:
-        tu = self.cfg.training.time_units
-        window = tu * self.cfg.training.evolve_multiple_steps
+        tu, window = self.cfg.training.time_units, self.cfg.training.window
         made = []
         for name, e in ev.items():
             res = e["results"]

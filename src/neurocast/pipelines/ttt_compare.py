@@ -35,7 +35,7 @@ from neurocast.pipelines.forecast import (
 )
 from neurocast.progress import info
 from neurocast.report import forecast_figures
-from neurocast.report.tables import fmt, format_table, markdown_table
+from neurocast.report.tables import fmt, fmt_interval, format_table, markdown_table
 from neurocast.runs import RunDir
 from neurocast.schema.forecast import ForecastExperiment, TTTCompare
 from neurocast.train.loop import stop_signal
@@ -122,12 +122,6 @@ def collect(mrun: RunDir) -> dict[int, dict[str, Any]]:
     return out
 
 
-def _ci(entry: dict[str, Any] | None, digits: int = 3) -> str:
-    if not entry or entry.get("mean") is None:
-        return "-"
-    return f"{fmt(entry['mean'])} ± {fmt(entry['ci95'], 2)}"
-
-
 def compare(results: dict[str, dict[int, dict[str, Any]]], folder: Path, protocol: dict | None = None) -> dict[str, Any]:
     from neurocast.eval.adaptation_protocol import pool
 
@@ -153,10 +147,10 @@ def compare(results: dict[str, dict[int, dict[str, Any]]], folder: Path, protoco
             st["seeds"] = len(runs)
             table.setdefault(method, {})[b] = st
             s95 = st["steps_to_95"]
-            rows.append([method, b, _ci(st["zero_shot_mean_init"]), _ci(st["zero_shot_own_init"]), _ci(st["adapted"]),
-                         _ci(st["gain"]), _ci(st["early_stopped"]), _ci(st["long_finetune"]),
+            rows.append([method, b, fmt_interval(st["zero_shot_mean_init"]), fmt_interval(st["zero_shot_own_init"]), fmt_interval(st["adapted"]),
+                         fmt_interval(st["gain"]), fmt_interval(st["early_stopped"]), fmt_interval(st["long_finetune"]),
                          str(s95) if s95 is not None else st["steps_to_95_note"].split(" (")[0],
-                         f"{_ci(st['nlinear_train'])} / {_ci(st['nlinear_support'])}", _ci(st["scratch"]),
+                         f"{fmt_interval(st['nlinear_train'])} / {fmt_interval(st['nlinear_support'])}", fmt_interval(st["scratch"]),
                          fmt(st["inner_support_ratio"]), fmt(st["train_seconds_per_step"]), str(st["n"])])
             curves[f"{method}, {b}"] = (np.asarray(st["steps"]), np.asarray(st["mean_curve"]))
     leaking = bool(protocol and protocol["leaking"])

@@ -172,6 +172,21 @@ class LatentTraining(Section):
             raise ValueError("ems_warmup_epochs needs evolve_multiple_steps > 1")
         return self
 
+    @property
+    def window(self) -> int:
+        """Evolver steps a training window spans: time_units x evolve_multiple_steps."""
+        return self.time_units * self.evolve_multiple_steps
+
+    @property
+    def loss_multiples(self) -> list[int]:
+        """The steps with a loss at every observation: tu, 2 tu, ..., ems x tu."""
+        return [m * self.time_units for m in range(1, self.evolve_multiple_steps + 1)]
+
+    @property
+    def loss_steps(self) -> list[int]:
+        """Every step with a loss, in order: the multiples and the intermediate loss steps."""
+        return sorted(set(self.loss_multiples) | set(self.intermediate_loss_steps))
+
 
 class EarlyStopping(Section):
     """Stop when roll-outs on held-out data stop improving (off by default)."""
@@ -219,5 +234,4 @@ class LatentExperiment(ExperimentBase):
     eval: LatentEval = LatentEval()
 
     def rollout_horizon(self) -> int:
-        window = self.training.time_units * self.training.evolve_multiple_steps
-        return self.eval.horizon or max(2000, 10 * window)
+        return self.eval.horizon or max(2000, 10 * self.training.window)

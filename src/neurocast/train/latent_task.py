@@ -110,7 +110,7 @@ class LatentTask:
             )
         self.channel = channel
         self.tu, self.ems = tr.time_units, tr.evolve_multiple_steps
-        self.window = self.tu * self.ems
+        self.window = tr.window
         ts, te, vs, ve = resolve_split(cfg, train_rec)
         self.split = (ts, te, vs, ve)
         mode = tr.acquisition_mode.mode
@@ -125,8 +125,7 @@ class LatentTask:
             self.norm, self.stim_norm = fit_normalizers(
                 train_rec, channel, ts, te, self.acq, cfg.data.normalization, cfg.data.chunk_frames, use_stim
             )
-        steps = sorted({m * self.tu for m in range(1, self.ems + 1)} | set(tr.intermediate_loss_steps))
-        self.steps = steps
+        self.steps = tr.loss_steps
 
         def windows(rec: Recording, a: int, b: int) -> LatentWindows:
             if rec.N != train_rec.N:
