@@ -1,4 +1,4 @@
-# `make demo` runs the main job on built-in data; `make test` runs the test suite.
+# `make demo` runs the main job on built-in data; `make test` runs the linter (ruff) and the test suite.
 # Both create .venv when it is missing. Torch is installed first (TORCH_SPEC, a CPU
 # build on laptops; on a GPU machine use e.g. TORCH_SPEC="torch==2.13.0 --index-url ...").
 
@@ -25,6 +25,7 @@ demo: $(STAMP)
 	$(BIN)/neurocast demo
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -26,10 +26,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from common import save
-from neurocast.tasks import load_task_config
 from neurocast.data.latent_windows import Batch
 from neurocast.models.latent import LatentModel
 from neurocast.presets_index import resolve_config_path
+from neurocast.tasks import load_task_config
 from neurocast.train.latent_objective import unroll_losses
 
 FULL = [

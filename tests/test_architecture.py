@@ -104,6 +104,7 @@ def test_imports_point_down():
 def test_the_check_sees_a_backward_import_inside_a_function():
     table = layer_table()
     known = set(modules()) | {"neurocast.eval.fake"}
-    text = "import numpy\n\ndef f():\n    from neurocast.pipelines.common import dataset_from_config\n    from ..data import Recording\n"
+    text = ("import numpy\n\ndef f():\n    from neurocast.pipelines.common import dataset_from_config\n"
+            "    from ..data import Recording\n")
     found = violations(table, {"neurocast.eval.fake": text}, known)
     assert found == ["neurocast.eval.fake (eval) imports neurocast.pipelines.common (pipelines)"]

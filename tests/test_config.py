@@ -58,7 +58,8 @@ def test_overrides_hyphens_underscores_lists_bools_unions():
     assert isinstance(t.acquisition_mode, StaggeredMode) and t.acquisition_mode.seed == 7
     assert cfg.cross_validation[0].loss_coeff == 0.5
     assert load_config(Root, {"training": {"use_tf32": True}}, ["--training.no-use-tf32"]).training.use_tf32 is False
-    assert load_config(Root, {}, ["--training.intermediate-loss-steps", "3,4"]).training.intermediate_loss_steps == [3, 4]
+    listed = load_config(Root, {}, ["--training.intermediate-loss-steps", "3,4"])
+    assert listed.training.intermediate_loss_steps == [3, 4]
 
 
 def test_unknown_key_names_full_path_and_closest_name(tmp_path):
@@ -66,7 +67,9 @@ def test_unknown_key_names_full_path_and_closest_name(tmp_path):
         load_config(Root, {}, ["--training.time-unit", "3"])
     f = tmp_path / "c.yaml"
     f.write_text("training:\n  unconnected_to_zero:\n    num_neuron: 3\n")
-    with pytest.raises(ConfigError, match=r"c.yaml: unknown config key 'training.unconnected_to_zero.num_neuron' \(did you mean 'num_neurons'\?\)"):
+    with pytest.raises(ConfigError,
+                       match=r"c.yaml: unknown config key 'training.unconnected_to_zero.num_neuron' \(did you mean "
+                             r"'num_neurons'\?\)"):
         load_config(Root, f)
     f.write_text("training:\n  acquisition_mode: {mode: staggered_random, sed: 1}\n")
     with pytest.raises(ConfigError, match=r"'training.acquisition_mode.sed' \(did you mean 'seed'\?\)"):

@@ -18,7 +18,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny_fly, tm
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "NEUROCAST_QUIET": "1", "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, "-m", "neurocast", "train", str(path), "--runs-dir", str(tmp_path / "one")],
+    single = subprocess.run([sys.executable, "-m", "neurocast", "train", str(path), "--runs-dir",
+                             str(tmp_path / "one")],
                             capture_output=True, text=True, env=env, timeout=600)
     assert single.returncode == 0, single.stderr
     multi = subprocess.run(
@@ -28,7 +29,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny_fly, tm
     )
     assert multi.returncode == 0, multi.stderr[-3000:]
     one = Path(single.stdout.strip().splitlines()[-1])
-    two_lines = [l for l in multi.stdout.strip().splitlines() if l.strip()]
+    two_lines = [line for line in multi.stdout.strip().splitlines() if line.strip()]
     two = Path(two_lines[-1])
     assert two.parent == tmp_path / "two" / "test_latent"
     # only rank 0 wrote: exactly one run directory

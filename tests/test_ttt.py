@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from conftest import forecast_config
-from neurocast.tasks import load_task_config
 from neurocast.data.forecast_batch import ForecastBatch, SessionTable
-from neurocast.models.poco import POCO
-from neurocast.schema.forecast import PocoConfig
-from neurocast.train.meta_task import support_query_split
 from neurocast.eval.inner_loop import inner_loop
 from neurocast.eval.metrics import masked_mse
 from neurocast.models.functional import adaptable, double_backward_attention, fast_init, forward_with, localise
+from neurocast.models.poco import POCO
+from neurocast.schema.forecast import PocoConfig
+from neurocast.tasks import load_task_config
+from neurocast.train.meta_task import support_query_split
 
 
 def tiny_poco(dtype=torch.float64):
@@ -151,7 +151,8 @@ def test_standard_training_then_adapt_cli(tiny_rnn, tmp_path, run_cli):
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(forecast_config(tiny_rnn)))
-    code, out, err = run_cli("train", cfg, "--data.held-out-sessions", "rnn/session_04", "--runs-dir", tmp_path / "runs")
+    code, out, err = run_cli("train", cfg, "--data.held-out-sessions", "rnn/session_04", "--runs-dir",
+                             tmp_path / "runs")
     assert code == 0, err
     run = __import__("pathlib").Path(out.strip().splitlines()[-1])
     summary = json.loads((run / "seeds" / "0" / "summary.json").read_text())

@@ -190,7 +190,8 @@ def parse_override_tokens(tokens: Sequence[str]) -> list[tuple[str, list[str], b
                 raise ConfigError(f"override {tok!r}: missing key")
             out.append((key, [value] if eq else [], bool(eq)))
         elif ":" in tok and not out and "/" not in tok:
-            raise ConfigError(f"override {tok!r}: write it as --key value (e.g. --training.acquisition-mode.mode time_aligned)")
+            raise ConfigError(f"override {tok!r}: write it as --key value (e.g. --training.acquisition-mode.mode "
+                              "time_aligned)")
         else:
             if not out:
                 raise ConfigError(f"unexpected argument {tok!r}: overrides look like --section.key value")

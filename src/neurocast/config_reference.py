@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from neurocast.config import _dict_value, _list_item, _is_list, _models_in, _strip
+from neurocast.config import _dict_value, _is_list, _list_item, _models_in, _strip
 from neurocast.tasks import TASKS, task_schema
 
 
@@ -63,7 +63,8 @@ def _rows(model: type[BaseModel], prefix: str, out: list[str], seen: set) -> Non
             for m in models:
                 tag = m.model_fields.get("mode") or m.model_fields.get("kind")
                 tags.append(repr(tag.default) if tag is not None else m.__name__)
-            out.append(f"| `{path}` | one of {', '.join(tags)} | {_default(field)} | {desc} (choose with `{path}.mode`) |")
+            out.append(f"| `{path}` | one of {', '.join(tags)} | {_default(field)} | {desc} (choose with "
+                       f"`{path}.mode`) |")
             for m in models:
                 _rows(m, path + ".", out, seen)
         else:

@@ -98,4 +98,5 @@ def resolve_config_path(path: str | os.PathLike) -> Path:
     found = preset_path(path)
     if found is not None:
         return found
-    raise ConfigError(f"config file {path} does not exist (neither here nor a preset: `neurocast experiments` lists them)")
+    raise ConfigError(f"config file {path} does not exist (neither here nor a preset: `neurocast experiments` lists "
+                      "them)")

@@ -208,17 +208,17 @@ def summarize(root: str | Path, as_json: bool = False, sort: str | None = None) 
     return table
 
 
-def readable_table(table: list[dict[str, Any]], varied: list[str], metric_keys: list[str], width: int | None = None) -> str:
+def readable_table(table: list[dict[str, Any]], varied: list[str], metric_keys: list[str],
+                   width: int | None = None) -> str:
     """The table as is when it fits the terminal; otherwise with short column names, split into
     blocks that fit (each block repeats the run column), the long names listed under it."""
     import shutil
-
     import sys
 
     wrap = width is not None or sys.stdout.isatty() or "COLUMNS" in os.environ  # a file or pipe gets whole lines
     width = width or shutil.get_terminal_size((160, 40)).columns
     columns = [*varied, *metric_keys]
-    cells = {c: [fmt(t.get(c)) if not isinstance(t.get(c), str) else t.get(c) for t in table] for c in ["run", *columns]}
+    cells = {c: [t.get(c) if isinstance(t.get(c), str) else fmt(t.get(c)) for t in table] for c in ["run", *columns]}
     full = format_table(["run", *columns], [[cells[c][i] for c in ["run", *columns]] for i in range(len(table))])
     if not wrap or max(len(line) for line in full.splitlines()) <= width:
         return full

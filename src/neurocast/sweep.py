@@ -32,7 +32,6 @@ import yaml
 
 from neurocast.checkpoints import checkpoint_readable
 from neurocast.config import read_yaml
-from neurocast.tasks import load_task_config, task_spec
 from neurocast.errors import ConfigError, NeurocastError, RunError
 from neurocast.executors import neurocast_argv, run_local, submit_lsf, submit_slurm
 from neurocast.locks import FileLock, describe
@@ -41,6 +40,8 @@ from neurocast.progress import info, warn
 from neurocast.report.tables import format_table
 from neurocast.runs import RunDir, write_json
 from neurocast.schema.sweep import SweepConfig
+from neurocast.tasks import load_task_config, task_spec
+
 
 @dataclass
 class Trial:
@@ -68,7 +69,8 @@ def expand(cfg: SweepConfig, task: str) -> list[Trial]:
     """The trials of a sweep over an experiment of ``task``: every grid point, ``cfg.seeds`` times."""
     spec = task_spec(task)
     if spec is None or spec.seed_key is None:
-        raise ConfigError(f"sweeps run trainable experiments (latent, forecast, ...); {cfg.experiment} has task {task!r}")
+        raise ConfigError(f"sweeps run trainable experiments (latent, forecast, ...); {cfg.experiment} has task "
+                          f"{task!r}")
     seed_key = spec.seed_key
     keys = list(cfg.grid)
     trials = []
@@ -247,7 +249,8 @@ def _run(cfg, folder, trials, exp_copy, dry_run, jobs) -> tuple[Path, dict[str, 
                      "-" if t.seed is None else str(t.seed), status or "empty"])
     print(format_table(["trial", "values", "seed", "status"], rows))
     if failed:
-        warn(f"{len(failed)} trial(s) failed: {', '.join(failed)} (logs in {folder / 'logs'}; re-run the sweep to retry)")
+        warn(f"{len(failed)} trial(s) failed: {', '.join(failed)} (logs in {folder / 'logs'}; re-run the sweep to "
+             "retry)")
     if stopped:
         warn(f"{len(stopped)} trial(s) stopped by a signal before finishing: {', '.join(stopped)} "
              "(re-run the sweep to resume them)")

@@ -21,7 +21,8 @@ def train_from_config(cfg, run_path=None):
 
     spec = task_spec(getattr(cfg, "task", None))
     if spec is None or spec.train is None:
-        raise ConfigError(f"task {getattr(cfg, 'task', None)!r} cannot be trained (use `neurocast simulate` for simulations)")
+        raise ConfigError(f"task {getattr(cfg, 'task', None)!r} cannot be trained (use `neurocast simulate` for "
+                          "simulations)")
     return spec.get("train")(cfg, run_path)
 
 
@@ -51,10 +52,11 @@ def exit_status(run) -> int:
     return 0
 
 
-@register("train", "train a model (latent dynamics or multi-session forecasting); prints the run directory", _train_args)
+@register("train", "train a model (latent dynamics or multi-session forecasting); prints the run directory",
+          _train_args)
 def _cmd_train(args: argparse.Namespace) -> int:
-    from neurocast.tasks import load_task_config
     from neurocast.presets_index import resolve_config_path
+    from neurocast.tasks import load_task_config
 
     if args.resume:
         if args.config or args.overrides:

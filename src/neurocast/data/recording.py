@@ -162,12 +162,14 @@ class Recording:
             raise DataError(f"{where}: neuron_ids has {neuron_ids.size} entries but the recording has N={N} neurons")
         if len(set(neuron_ids.tolist())) != N:
             values, counts = np.unique(neuron_ids.astype(str), return_counts=True)
-            raise DataError(f"{where}: neuron_ids must be unique; {str(values[counts > 1][0])!r} appears more than once")
+            raise DataError(f"{where}: neuron_ids must be unique; {str(values[counts > 1][0])!r} appears more than "
+                            "once")
         self.neuron_ids = neuron_ids
         if cell_types is not None:
             cell_types = np.asarray(cell_types, dtype=object).astype(str).astype(object)
             if cell_types.shape != (N,):
-                raise DataError(f"{where}: cell_types has {cell_types.size} entries but the recording has N={N} neurons")
+                raise DataError(f"{where}: cell_types has {cell_types.size} entries but the recording has N={N} "
+                                "neurons")
         self.cell_types = cell_types
         if positions is not None:
             positions = np.asarray(positions, dtype=np.float32)
@@ -203,7 +205,8 @@ class Recording:
             if np.any(steps <= 0):
                 k = int(np.flatnonzero(steps <= 0)[0])
                 raise DataError(
-                    f"{where}: time must increase strictly; frame {k + 1} ({time[k + 1]}) is not after frame {k} ({time[k]})"
+                    f"{where}: time must increase strictly; frame {k + 1} ({time[k + 1]}) is not after frame {k} "
+                    f"({time[k]})"
                 )
         self.time = time
         self.covariates: dict[str, np.ndarray] = {}
@@ -214,7 +217,8 @@ class Recording:
             if arr.ndim != 2 or arr.shape[0] != T:
                 raise DataError(f"{where}: covariate {name!r} must have T={T} rows, got shape {tuple(arr.shape)}")
             if np.isinf(arr).any():
-                raise DataError(f"{where}: covariate {name!r} contains Inf (NaN marks missing values, Inf is not allowed)")
+                raise DataError(f"{where}: covariate {name!r} contains Inf (NaN marks missing values, Inf is not "
+                                "allowed)")
             self.covariates[name] = arr
         self.provenance: dict[str, Any] = dict(provenance or {})
         if boundaries is None:

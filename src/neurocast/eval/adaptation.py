@@ -185,7 +185,9 @@ def score_batches(model, params, batches) -> tuple[float, float]:
 
 @torch.no_grad()
 def batches_loss(model, params, batches) -> float:
-    return float(np.mean([float(masked_mse(forward_with(model, params, b), b.y, b.unit_mask, per_unit=True)) for b in batches]))
+    """Mean over the batches of the masked MSE of ``model`` with ``params``."""
+    return float(np.mean([float(masked_mse(forward_with(model, params, b), b.y, b.unit_mask, per_unit=True))
+                          for b in batches]))
 
 
 def adapt_session(
@@ -222,7 +224,9 @@ def adapt_session(
     batch = SessionBatches(session, session_data(session, support, L, normalization), context, horizon, device)
     query_batches = batch.chunks(query)
     fit, held = holdout_split(support, context, horizon, holdout)
-    scored = held if held.size <= 256 else held[np.unique(np.round(np.linspace(0, held.size - 1, 256)).astype(np.int64))]
+    scored = held
+    if held.size > 256:
+        scored = held[np.unique(np.round(np.linspace(0, held.size - 1, 256)).astype(np.int64))]
     held_batches = batch.chunks(scored) if held.size else []  # at most 256 held-back windows are scored
     was = model.training
     model.eval()
@@ -315,7 +319,8 @@ def gain_statistics(curves: np.ndarray, steps: np.ndarray, reference: np.ndarray
     s95 = steps_to_95(mean, steps, rm) if defined else None
     note = None
     if not defined:
-        note = "no gain (the gain's 95% interval includes 0)" if rm + rh >= 0 else "loss (the gain's 95% interval is below 0)"
+        note = ("no gain (the gain's 95% interval includes 0)" if rm + rh >= 0
+                else "loss (the gain's 95% interval is below 0)")
     elif s95 is None:
         note = "95% of the gain not reached"
     return {

@@ -57,7 +57,7 @@ def evaluate_sessions(
     preds: dict[str, dict[str, np.ndarray]] = {}
     L = context + horizon
     try:
-        for pos, s in enumerate(sessions):
+        for s in sessions:
             starts = windows[s.name] if windows is not None else eval_windows(s, split, L, stride, max_windows)
             if starts.size == 0:
                 continue
@@ -125,7 +125,8 @@ def aggregate(per_session: dict[str, Any], dataset_names: list[str]) -> dict[str
         if not sess:
             continue
         count = sum(v["count"] for v in sess.values())
-        score, per = prediction_score({k: v["mse"] for k, v in sess.items()}, {k: v["copy_mse"] for k, v in sess.items()})
+        score, per = prediction_score({k: v["mse"] for k, v in sess.items()},
+                                      {k: v["copy_mse"] for k, v in sess.items()})
         out["datasets"][name] = {
             "mse": sum(v["sum_sq"] for v in sess.values()) / count,
             "mae": sum(v["sum_abs"] for v in sess.values()) / count,

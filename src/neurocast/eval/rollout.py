@@ -348,7 +348,8 @@ def evaluate_rollouts(
                 if "stimulus_ridge" in names:
                     pred["stimulus_ridge"] = baselines.stimulus.predict(sn, lags + 1, n_steps)
                 if "pca_lds" in names:
-                    pred["pca_lds"] = baselines.lds.rollout(chunk.x_in[j].cpu().numpy(), sn[lags : lags + n_steps], n_steps)
+                    pred["pca_lds"] = baselines.lds.rollout(chunk.x_in[j].cpu().numpy(), sn[lags : lags + n_steps],
+                                                            n_steps)
             for p, y in pred.items():
                 err2 = (y - true) ** 2
                 if mask is None:

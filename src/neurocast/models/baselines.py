@@ -58,8 +58,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neurocast.errors import ConfigError
 from neurocast.data.forecast_batch import ForecastBatch, SessionTable
+from neurocast.errors import ConfigError
 from neurocast.models.forecast_base import ForecastModel
 from neurocast.models.mlp import MLP
 from neurocast.schema.forecast import DLinearConfig, GRUConfig, MLPForecaster, NLinearConfig, TSMixerConfig

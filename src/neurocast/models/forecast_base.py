@@ -9,7 +9,6 @@ returns predictions (B, P, D).
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -27,14 +26,3 @@ class ForecastModel(nn.Module):
 
     def forward(self, batch: ForecastBatch) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
-
-
-def padded_session_weight(n_sessions: int, *shape: int, init: str = "kaiming", fan_in: int | None = None) -> nn.Parameter:
-    """A (n_sessions, *shape) parameter for per-session maps padded to the largest session."""
-    w = torch.empty(n_sessions, *shape)
-    if init == "zeros":
-        nn.init.zeros_(w)
-    else:
-        bound = 1.0 / float(np.sqrt(fan_in or shape[0]))
-        nn.init.uniform_(w, -bound, bound)
-    return nn.Parameter(w)

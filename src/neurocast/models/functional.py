@@ -118,7 +118,8 @@ def group_of(name: str) -> str | None:
     return "backbone"
 
 
-def adaptable(model, fast: dict[str, torch.Tensor], adapt="embeddings", detach: bool = False) -> dict[str, torch.Tensor]:
+def adaptable(model, fast: dict[str, torch.Tensor], adapt="embeddings",
+              detach: bool = False) -> dict[str, torch.Tensor]:
     """The fast tensors for ``adapt`` groups: the new session's embeddings plus the model's
     parameters of the other chosen groups (as they are, so an outer loss reaches them, or
     detached copies with ``detach`` for plain test-time adaptation)."""

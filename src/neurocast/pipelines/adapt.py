@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 from neurocast.checkpoints import load_checkpoint, load_model_state, save_checkpoint
+from neurocast.data.forecast_batch import SessionTable
 from neurocast.data.forecast_data import normalization_protocol, prepare_sessions
+from neurocast.devices import select_device
 from neurocast.errors import ConfigError
 from neurocast.eval.adaptation import adapt_session, mean_curve, resolve_optimizer
 from neurocast.models.factory import build_forecaster
-from neurocast.data.forecast_batch import SessionTable
-from neurocast.devices import select_device
 from neurocast.pipelines.common import recordings_by_session
 from neurocast.pipelines.forecast import model_config_for
 from neurocast.pipelines.trained_runs import forecast_run

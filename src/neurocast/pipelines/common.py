@@ -10,9 +10,9 @@ from neurocast.errors import DataError
 def dataset_from_config(simulation: str | None, path: str | None) -> Path:
     """The dataset folder (or file) a data section points to, simulating it if needed."""
     if simulation is not None:
-        from neurocast.tasks import load_task_config
         from neurocast.presets_index import resolve_config_path
         from neurocast.sim import simulate
+        from neurocast.tasks import load_task_config
 
         sim_cfg = load_task_config(resolve_config_path(simulation))
         return simulate(sim_cfg)

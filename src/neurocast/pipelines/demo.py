@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from neurocast.tasks import load_task_config
 from neurocast.presets_index import resolve_config_path
 from neurocast.progress import info
 from neurocast.report.tables import fmt, format_table, markdown_table
+from neurocast.tasks import load_task_config
 
 PRESET = "configs/latent_20step.yaml"
 
@@ -110,7 +110,8 @@ def realism_line(run_dir: Path) -> str:
     )
 
 
-def write_report(run_dir: Path, cfg, metrics: dict[str, Any], folder: Path, data, t_train: float, t_total: float) -> Path:
+def write_report(run_dir: Path, cfg, metrics: dict[str, Any], folder: Path, data, t_train: float,
+                 t_total: float) -> Path:
     from neurocast.pipelines.latent_analysis import baseline_table, summarize_metrics, verdict
 
     tr = cfg.training

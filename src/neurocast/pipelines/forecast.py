@@ -22,9 +22,9 @@ import numpy as np
 from neurocast.checkpoints import load_checkpoint, load_model_state, resume_checkpoint, seed_everything
 from neurocast.config import to_yaml
 from neurocast.data.forecast_data import Session, normalization_protocol, prepare_sessions, session_table
+from neurocast.devices import select_device, setup_torch
 from neurocast.errors import ConfigError, DataError
 from neurocast.models.factory import build_forecaster
-from neurocast.devices import select_device, setup_torch
 from neurocast.pipelines.common import recordings_by_session
 from neurocast.presets_index import resolve_config_path
 from neurocast.progress import info
@@ -36,15 +36,14 @@ from neurocast.train.forecast_task import ForecastTask
 from neurocast.train.loop import Trainer, build_optimizer, graceful_stop, stop_signal
 from neurocast.train.tracking import Tracker
 
-
 # ---------------------------------------------------------------------------- data
 
 
 def dataset_path(data: ForecastData, spec) -> Path:
     if spec.simulation is not None:
         from neurocast.config import deep_merge, read_yaml
-        from neurocast.tasks import load_task_config
         from neurocast.sim import simulate
+        from neurocast.tasks import load_task_config
 
         sim = read_yaml(resolve_config_path(spec.simulation))
         if spec.simulation_overrides:
@@ -66,7 +65,9 @@ def load_forecast_data(data: ForecastData) -> tuple[list[Session], list[str], di
         path = dataset_path(data, spec)
         paths[spec.name] = str(path.resolve())
         options = {**spec.options, **({} if spec.dt is None else {"dt": spec.dt})}
-        recs = recordings_by_session(path, format=spec.format, **options) if spec.format else recordings_by_session(path, **options)
+        if spec.format:
+            options["format"] = spec.format
+        recs = recordings_by_session(path, **options)
         if spec.sessions is not None:
             missing = [s for s in spec.sessions if s not in recs]
             if missing:
@@ -166,7 +167,8 @@ def build_task(cfg, model_cfg, sessions, names, seed: int, device) -> ForecastTa
 
         done = load_pretrained(model, cfg.training.init_from, seed)
         info(f"initialised from {done['checkpoint']}: {len(done['loaded'])} tensors loaded, "
-             f"{len(done['skipped'])} kept ({', '.join(done['skipped'][:4])}{' ...' if len(done['skipped']) > 4 else ''})")
+             f"{len(done['skipped'])} kept "
+             f"({', '.join(done['skipped'][:4])}{' ...' if len(done['skipped']) > 4 else ''})")
     if cfg.training.mode == "standard":
         cls = ForecastTask
     else:
@@ -178,7 +180,8 @@ def build_task(cfg, model_cfg, sessions, names, seed: int, device) -> ForecastTa
 
 def train_seed(cfg, model_cfg, sessions, names, seed: int, run: RunDir, device, resume: bool = False) -> dict[str, Any]:
     if cfg.training.mode != "standard" and model_cfg.kind != "poco":
-        raise ConfigError(f"training.mode={cfg.training.mode} adapts embeddings: it needs model.kind poco, not {model_cfg.kind}")
+        raise ConfigError(f"training.mode={cfg.training.mode} adapts embeddings: it needs model.kind poco, not "
+                          f"{model_cfg.kind}")
     task = build_task(cfg, model_cfg, sessions, names, seed, device)
     trainer, tracker = _trainer(cfg, task, run)
     if resume and any(run.checkpoints.glob("*.pt")):
@@ -202,7 +205,8 @@ def train_seed(cfg, model_cfg, sessions, names, seed: int, run: RunDir, device, 
     return result
 
 
-def finish_seed(cfg, task: ForecastTask, run: RunDir, names: list[str], train_summary: dict[str, Any]) -> dict[str, Any]:
+def finish_seed(cfg, task: ForecastTask, run: RunDir, names: list[str],
+                train_summary: dict[str, Any]) -> dict[str, Any]:
     """Test on the best-validation checkpoint; figures; validation predictions as arrays."""
     ckpt = run.best_checkpoint()
     protocol = normalization_protocol(cfg.data)
@@ -251,9 +255,9 @@ def adaptation_protocol(cfg, task: ForecastTask, run: RunDir) -> dict[str, Any] 
     Baselines: NLinear fitted on the training sessions' training windows and on each
     support set, and a POCO of the same configuration trained from scratch on the support.
     """
+    from neurocast.data.forecast_batch import SessionTable
     from neurocast.eval.adaptation import resolve_optimizer
     from neurocast.eval.adaptation_protocol import fit_nlinear, run_protocol
-    from neurocast.data.forecast_batch import SessionTable
     from neurocast.schema.forecast import NLinearConfig
 
     held = [s for s in task.sessions if s.held_out]
@@ -281,8 +285,10 @@ def adaptation_protocol(cfg, task: ForecastTask, run: RunDir) -> dict[str, Any] 
         batches = [make_batch(task.train_sessions, picks[i : i + 256], C, P, task.tensors, task.unit_offsets,
                               task.device) for i in range(0, len(picks), 256)]
         nlinear_train = fit_nlinear(nlinear().to(task.device), batches)
-    scratch_cfg = model_config_for(cfg, cfg.model).model_copy(update={"learned_init": False, "learned_inner_lr": None}) \
-        if cfg.model.kind == "poco" else None
+    scratch_cfg = None
+    if cfg.model.kind == "poco":
+        scratch_cfg = model_config_for(cfg, cfg.model).model_copy(update={"learned_init": False,
+                                                                          "learned_inner_lr": None})
 
     def scratch(s):
         return build_forecaster(scratch_cfg, SessionTable([s.D], [s.dataset], n_datasets=n_data), C, P)

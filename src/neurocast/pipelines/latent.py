@@ -10,8 +10,8 @@ import torch
 from neurocast.checkpoints import resume_checkpoint, seed_everything
 from neurocast.config import to_yaml
 from neurocast.data.recording import Recording
-from neurocast.errors import ConfigError, DataError
 from neurocast.devices import select_device, setup_torch
+from neurocast.errors import ConfigError, DataError
 from neurocast.pipelines.common import dataset_from_config, recordings_by_session
 from neurocast.progress import info
 from neurocast.runs import RunDir
@@ -41,12 +41,14 @@ def load_data(cfg: LatentExperiment) -> tuple[Path, Recording, list[tuple[str, R
             p = Path(cv.recording).expanduser()
             if not p.exists():
                 raise DataError(
-                    f"cross-validation recording {cv.recording!r} is neither in {folder} ({', '.join(sorted(recs))}) nor a path"
+                    f"cross-validation recording {cv.recording!r} is neither in {folder} ({', '.join(sorted(recs))}) "
+                    "nor a path"
                 )
             (rec,) = recordings_by_session(p).values()
         end = cv.end if cv.end is not None else rec.T
         if not 0 <= cv.start < end <= rec.T:
-            raise ConfigError(f"cross-validation {cv.recording!r}: range [{cv.start}, {end}) is outside its {rec.T} frames")
+            raise ConfigError(f"cross-validation {cv.recording!r}: range [{cv.start}, {end}) is outside its {rec.T} "
+                              "frames")
         cvs.append((cv.name or cv.recording, rec, cv.start, end))
     return folder, train, cvs
 
@@ -57,9 +59,10 @@ def ensure_run_data(cfg: LatentExperiment, run: RunDir) -> None:
         return
     saved = run.path / "simulation.yaml"
     if not saved.is_file():
-        raise DataError(f"the run's dataset {cfg.data.path} no longer exists and the run has no simulation.yaml to rebuild it")
-    from neurocast.tasks import load_task_config
+        raise DataError(f"the run's dataset {cfg.data.path} no longer exists and the run has no simulation.yaml to "
+                        "rebuild it")
     from neurocast.sim import simulate
+    from neurocast.tasks import load_task_config
 
     info(f"dataset {cfg.data.path} is missing: simulating it again from {saved}")
     simulate(load_task_config(saved), cfg.data.path)
@@ -91,7 +94,8 @@ def train_latent(cfg: LatentExperiment, run_path: str | Path | None = None) -> R
         return _fit(cfg, task, run, resume_from=None)
     # the run's config points at the exact dataset it used (a simulation config file may
     # change later); the simulation config is kept beside it to regenerate the data
-    resolved = cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": str(folder.resolve()), "simulation": None})})
+    resolved = cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": str(folder.resolve()),
+                                                                          "simulation": None})})
     yaml_text = to_yaml(resolved)
     extra = {"dataset": str(folder.resolve()), "data_simulation_config": cfg.data.simulation, "task": "latent"}
     run = RunDir.new(run_path, cfg, yaml_text, seed=tr.seed, extra_env=extra)
@@ -185,10 +189,13 @@ def latent_summary(cfg: LatentExperiment, trainer: Trainer, summary: dict[str, A
         "val_at_multiples_best": best_rows,
         "val_at_multiples_final": table(final),
         "beats_mean_baseline_at_every_multiple": None if not best_rows else all(
-            r["model"] is not None and r["mean_baseline"] is not None and r["model"] < r["mean_baseline"] for r in best_rows
+            r["model"] is not None and r["mean_baseline"] is not None and r["model"] < r["mean_baseline"]
+            for r in best_rows
         ),
-        "beats_linear_baselines_at_every_multiple": None if not best_rows or best_rows[0]["stimulus_baseline"] is None else all(
-            r["model"] is not None and r["model"] < min(r["stimulus_baseline"], r["lds_baseline"]) for r in best_rows
+        "beats_linear_baselines_at_every_multiple": (
+            None if not best_rows or best_rows[0]["stimulus_baseline"] is None else
+            all(r["model"] is not None and r["model"] < min(r["stimulus_baseline"], r["lds_baseline"])
+                for r in best_rows)
         ),
         "final_train_loss": None if final is None else final.get("train/total"),
     }

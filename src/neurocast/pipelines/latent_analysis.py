@@ -16,9 +16,9 @@ from typing import Any
 import torch
 
 from neurocast.checkpoints import load_checkpoint, load_model_state
+from neurocast.devices import select_device
 from neurocast.errors import RunError
 from neurocast.eval.latent_eval import metrics_of, rollout_evaluation
-from neurocast.devices import select_device
 from neurocast.progress import info
 from neurocast.report import figures
 from neurocast.report.tables import fmt, format_table, markdown_table
@@ -113,8 +113,10 @@ class LatentAnalysis:
             if not res:
                 continue
             slug = name.replace("/", "_")
-            made.append(figures.rollout_mse(res, window, tu, f"{name}: roll-out MSE ({label})", out / f"rollout_mse_{slug}.png"))
-            made.append(figures.rollout_mse_zoom(res, window, tu, f"{name}: first training windows ({label})", out / f"rollout_zoom_{slug}.png"))
+            made.append(figures.rollout_mse(res, window, tu, f"{name}: roll-out MSE ({label})",
+                                            out / f"rollout_mse_{slug}.png"))
+            made.append(figures.rollout_mse_zoom(res, window, tu, f"{name}: first training windows ({label})",
+                                                 out / f"rollout_zoom_{slug}.png"))
             r = res.get("latent") or next(iter(res.values()))
             made.append(figures.variance_scatter(
                 r.var_true, r.var_err, e["cell_types"],
@@ -244,7 +246,8 @@ TABLE_SEGMENTS = (("within_training_window", "in window"), ("between_observation
                   ("beyond_training_window", "beyond window"))
 
 
-def baseline_table(rollout: dict[str, Any], metric: str = "per_neuron_without_inputs") -> tuple[list[str], list[list[str]]]:
+def baseline_table(rollout: dict[str, Any],
+                   metric: str = "per_neuron_without_inputs") -> tuple[list[str], list[list[str]]]:
     """Model vs every baseline for one set's latent roll-out summary: one row per predictor, one
     column per segment; ``metric``: per_neuron_without_inputs, per_neuron or mse (global)."""
     header = ["predictor"] + [label for _, label in TABLE_SEGMENTS]
@@ -274,7 +277,8 @@ def verdict(name: str, rollout: dict[str, Any], metric: str = "per_neuron_withou
         r = e["ratio"]
         word = "beats" if r < 1 else "does NOT beat"
         parts.append(f"{label} it {word} the best linear baseline ({SHORT.get(e['baseline'], e['baseline'])}): "
-                     f"{fmt(e['model'])} vs {fmt(e['baseline_value'])} ({'%.0f%% lower' % (100 * (1 - r)) if r < 1 else '%.0f%% higher' % (100 * (r - 1))})")
+                     f"{fmt(e['model'])} vs {fmt(e['baseline_value'])} "
+                     f"({'%.0f%% lower' % (100 * (1 - r)) if r < 1 else '%.0f%% higher' % (100 * (r - 1))})")
     return f"- **{name}**: " + "; ".join(parts) + "."
 
 

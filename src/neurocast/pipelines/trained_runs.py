@@ -31,7 +31,8 @@ def _pick(options: list[str], wanted: str | None, what: str, where: Path) -> str
     return wanted
 
 
-def forecast_run(path: str | Path, seed: int | None = None, model: str | None = None) -> tuple[RunDir, ForecastExperiment]:
+def forecast_run(path: str | Path, seed: int | None = None,
+                 model: str | None = None) -> tuple[RunDir, ForecastExperiment]:
     """(seed run directory, its forecasting config with the chosen model) for any accepted run path."""
     p = Path(path).expanduser()
     if p.is_file():
@@ -114,5 +115,6 @@ def load_pretrained(model: torch.nn.Module, source: str | Path, seed: int | None
                 skipped.remove(name)
     backbone = [k for k in loaded if not k.startswith(("unit_emb", "session_emb", "init_"))]
     if not backbone:
-        raise ConfigError(f"training.init_from: no parameter of {ckpt} matches this model (different model kind or size?)")
+        raise ConfigError(f"training.init_from: no parameter of {ckpt} matches this model (different model kind or "
+                          "size?)")
     return {"checkpoint": str(ckpt), "loaded": loaded, "skipped": skipped}

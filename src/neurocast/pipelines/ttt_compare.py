@@ -122,7 +122,8 @@ def collect(mrun: RunDir) -> dict[int, dict[str, Any]]:
     return out
 
 
-def compare(results: dict[str, dict[int, dict[str, Any]]], folder: Path, protocol: dict | None = None) -> dict[str, Any]:
+def compare(results: dict[str, dict[int, dict[str, Any]]], folder: Path,
+            protocol: dict | None = None) -> dict[str, Any]:
     from neurocast.eval.adaptation_protocol import pool
 
     header = ["method", "budget", "zero-shot (mean init)", "zero-shot (own init)", "adapted (K steps)", "gain",
@@ -135,7 +136,8 @@ def compare(results: dict[str, dict[int, dict[str, Any]]], folder: Path, protoco
         secs = [s["seconds_per_step"] for s in seeds.values() if s.get("seconds_per_step") is not None]
         ratios = [s["inner_support_ratio"]["last"] for s in seeds.values() if s.get("inner_support_ratio")]
         for b in budgets:
-            runs = [s["adaptation"]["budgets"][b] for s in seeds.values() if b in (s.get("adaptation") or {}).get("budgets", {})]
+            runs = [s["adaptation"]["budgets"][b] for s in seeds.values()
+                    if b in (s.get("adaptation") or {}).get("budgets", {})]
             st = pool(runs)
             st.pop("per_session")
             if method != "standard" and b in table.get("standard", {}):
@@ -147,10 +149,12 @@ def compare(results: dict[str, dict[int, dict[str, Any]]], folder: Path, protoco
             st["seeds"] = len(runs)
             table.setdefault(method, {})[b] = st
             s95 = st["steps_to_95"]
-            rows.append([method, b, fmt_interval(st["zero_shot_mean_init"]), fmt_interval(st["zero_shot_own_init"]), fmt_interval(st["adapted"]),
+            rows.append([method, b, fmt_interval(st["zero_shot_mean_init"]), fmt_interval(st["zero_shot_own_init"]),
+                         fmt_interval(st["adapted"]),
                          fmt_interval(st["gain"]), fmt_interval(st["early_stopped"]), fmt_interval(st["long_finetune"]),
                          str(s95) if s95 is not None else st["steps_to_95_note"].split(" (")[0],
-                         f"{fmt_interval(st['nlinear_train'])} / {fmt_interval(st['nlinear_support'])}", fmt_interval(st["scratch"]),
+                         f"{fmt_interval(st['nlinear_train'])} / {fmt_interval(st['nlinear_support'])}",
+                         fmt_interval(st["scratch"]),
                          fmt(st["inner_support_ratio"]), fmt(st["train_seconds_per_step"]), str(st["n"])])
             curves[f"{method}, {b}"] = (np.asarray(st["steps"]), np.asarray(st["mean_curve"]))
     leaking = bool(protocol and protocol["leaking"])

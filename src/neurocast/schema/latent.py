@@ -14,7 +14,6 @@ from pydantic import Field, model_validator
 from neurocast.config import Section
 from neurocast.schema.common import ExperimentBase
 
-
 # ---------------------------------------------------------------------------- data
 
 
@@ -96,7 +95,8 @@ class LatentModelConfig(Section):
         if (e.num_hidden_units, e.num_hidden_layers, e.use_input_skips) != (
             d.num_hidden_units, d.num_hidden_layers, d.use_input_skips
         ):
-            raise ValueError("decoder must mirror the encoder: same num_hidden_units, num_hidden_layers, use_input_skips")
+            raise ValueError("decoder must mirror the encoder: same num_hidden_units, num_hidden_layers, "
+                             "use_input_skips")
         return self
 
 
@@ -193,7 +193,8 @@ class EarlyStopping(Section):
 
     enabled: bool = False
     every_epochs: int = Field(5, ge=1, description="run the roll-out evaluation every K epochs")
-    dataset: str | None = Field(None, description="'val' or a cross-validation name (default: the first CV set, else val)")
+    dataset: str | None = Field(None,
+                                description="'val' or a cross-validation name (default: the first CV set, else val)")
     metric: Literal["rollout_mse", "stable_horizon"] = "rollout_mse"
     min_improvement: float = Field(0.1, ge=0, lt=1, description="relative improvement that counts (0.1 = 10%)")
     patience: int = Field(3, ge=1, description="evaluations without improvement before stopping")

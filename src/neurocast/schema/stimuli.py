@@ -94,7 +94,8 @@ class Natural(FamilyParams):
     contrast: Range = (0.3, 1.0)
     contrast_tau_s: float = Field(1.0, gt=0)
     mean_luminance: Range = (0.35, 0.65)
-    objects: tuple[int, int] = Field((0, 0), description="textured discs moving on their own over the background (count range)")
+    objects: tuple[int, int] = Field((0, 0),
+                                     description="textured discs moving on their own over the background (count range)")
     object_radius_deg: Range = Field((8.0, 25.0), description="radius of a moving object")
     object_speed_deg_s: Range = Field((10.0, 80.0), description="typical speed of an object (std of its velocity)")
 

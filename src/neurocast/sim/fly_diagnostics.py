@@ -91,7 +91,8 @@ def edge_stimuli(net: FlyNetwork, spec: DiagnosticsSpec) -> tuple[np.ndarray, li
     for speed in spec.speeds_deg_s:
         for pol in ("on", "off"):
             for a in angles:
-                n = int(np.ceil((spec.edge_end_deg - spec.edge_start_deg) / speed / spec.dt)) + int(round(spec.post_s / spec.dt))
+                n = (int(np.ceil((spec.edge_end_deg - spec.edge_start_deg) / speed / spec.dt))
+                     + int(round(spec.post_s / spec.dt)))
                 meta.append({"angle": float(a), "polarity": pol, "speed": float(speed), "frames": n})
                 lengths.append(n)
     T = max(lengths)

@@ -39,8 +39,6 @@ from neurocast.sim.fly_params import (
     scale_gains,
 )
 
-
-
 TRAINED_PARAMETERS = Path(__file__).parent / "params" / "flow_trained.json"
 
 
@@ -117,7 +115,8 @@ def read_diagnostics(path: str | Path) -> dict | None:
         return None
 
 
-def write_diagnostics(folder: Path, cfg: FlySimulationConfig, net: FlyNetwork, params: FlyParameters, what: str) -> dict:
+def write_diagnostics(folder: Path, cfg: FlySimulationConfig, net: FlyNetwork, params: FlyParameters,
+                      what: str) -> dict:
     """The realism numbers of the simulated network (``neurocast fly diagnose``) into ``folder/diagnostics.json``."""
     import json
     import os

@@ -279,7 +279,8 @@ def _add_objects(p: Natural, rng, n_obj, n, dt, xy, field, px_per_deg, lum, flow
         rel = xy[None, :, :] - centre[:, None, :]                               # (n, C, 2)
         inside = np.clip(0.5 + (radius - np.linalg.norm(rel, axis=2)) / 2.0, 0.0, 1.0)
         coords = (rel + offset) * px_per_deg
-        vals = map_coordinates(tex, [coords[..., 0].ravel(), coords[..., 1].ravel()], order=1, mode="grid-wrap").reshape(n, -1)
+        vals = map_coordinates(tex, [coords[..., 0].ravel(), coords[..., 1].ravel()], order=1,
+                               mode="grid-wrap").reshape(n, -1)
         obj = np.clip(mean + contrast * vals / 4.0, 0.0, 1.0)
         v_next = np.concatenate([vel[1:], vel[-1:]], axis=0)
         lum = lum + inside * (obj - lum)
@@ -308,7 +309,8 @@ RENDERERS: dict[str, Callable] = {
 assert set(RENDERERS) == set(FAMILY_NAMES)
 
 
-def render(family: str, params: StimulusParams, rng: np.random.Generator, n_steps: int, dt: float, xy_deg: np.ndarray) -> np.ndarray:
+def render(family: str, params: StimulusParams, rng: np.random.Generator, n_steps: int, dt: float,
+           xy_deg: np.ndarray) -> np.ndarray:
     """One segment of ``family`` as (n_steps, C) luminance."""
     if family not in RENDERERS:
         raise ConfigError(f"unknown stimulus family {family!r}; families are {', '.join(FAMILY_NAMES)}")

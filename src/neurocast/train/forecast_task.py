@@ -55,7 +55,8 @@ class ForecastTask:
     def batches(self, epoch: int):
         for _ in range(self.n_batches(epoch)):
             yield [
-                make_batch(ss, smp.draw(self.training.batch_size), self.C, self.P, self.tensors, self.unit_offsets, self.device)
+                make_batch(ss, smp.draw(self.training.batch_size), self.C, self.P, self.tensors, self.unit_offsets,
+                           self.device)
                 for ss, smp in zip(self.per_dataset, self.samplers)
             ]
 
@@ -64,8 +65,8 @@ class ForecastTask:
 
     def shard(self, batch):
         """This process's share of every dataset's global batch (multi-process training)."""
-        from neurocast.distributed import shard_rows
         from neurocast.data.forecast_batch import ForecastBatch
+        from neurocast.distributed import shard_rows
 
         out = []
         for b in batch:

@@ -9,7 +9,8 @@ Validation metrics (normalised units, MSE) for each loss multiple m = 1..ems:
 ``val/mse_at_{m*tu}`` for the model, ``val/mean_baseline_at_{..}`` for the constant
 training-mean predictor, ``val/copy_baseline_at_{..}`` for copy-last (the start frame
 repeated), and ``val/stimulus_baseline_at_{..}`` / ``val/lds_baseline_at_{..}`` for the
-stimulus-only ridge and the PCA linear dynamics (:mod:`neurocast.eval.latent_baselines`). ``val/loss`` (checkpoint selection) is the model's mean over multiples.
+stimulus-only ridge and the PCA linear dynamics (:mod:`neurocast.eval.latent_baselines`).
+``val/loss`` (checkpoint selection) is the model's mean over multiples.
 Cross-validation sets log the same under ``cv/<name>/...``.
 """
 
@@ -280,7 +281,8 @@ class LatentTask:
                 x0 = b.x0.cpu().numpy()
                 st = np.stack([stim_block[r : r + self.window] for r in rows])
                 scored = np.asarray(b.steps)
-                lds = torch.as_tensor(base.lds.rollout(x0, st, self.window, scored), dtype=torch.float32, device=self.device)
+                lds = torch.as_tensor(base.lds.rollout(x0, st, self.window, scored), dtype=torch.float32,
+                                      device=self.device)
             for k in range(1, self.window + 1):
                 z = model.evolve(z, None if s_enc is None else s_enc[:, k - 1])
                 m = (k - 1) // tu  # multiple this step belongs to (staggered: whole interval)

@@ -24,8 +24,9 @@ the Perceiver, the FiLM/MLP head, the dataset embeddings and the initialisation.
 FOMAML treats the inner gradients as constants; E2E-TTT (second order) differentiates
 through them (``create_graph=True``). ``support_ratio`` (logged) is the support loss
 after the inner loop over the loss before it: near 1, the inner loop does nothing and
-inner_lr is too small. ``training.init_from`` starts meta-training from a standard run. Optional activation checkpointing recomputes the
-inner loop in the backward pass; optional bf16 autocast on CUDA.
+inner_lr is too small. ``training.init_from`` starts meta-training from a standard run.
+Optional activation checkpointing recomputes the inner loop in the backward pass; optional
+bf16 autocast on CUDA.
 
 Validation adapts each of up to ``meta.val_sessions`` training sessions with the same
 inner loop, from its earliest training windows, and scores its validation split.
@@ -136,7 +137,8 @@ class MetaTask(ForecastTask):
             q = masked_mse(forward_with(self.model, fast, query, self.meta.activation_checkpointing).float(),
                            query.y, query.unit_mask, per_unit=True)
             with torch.no_grad():  # the support loss after the last inner step (inner[-1] is before it)
-                after = masked_mse(forward_with(self.model, fast, support).float(), support.y, support.unit_mask, per_unit=True)
+                after = masked_mse(forward_with(self.model, fast, support).float(), support.y, support.unit_mask,
+                                   per_unit=True)
         return q, inner[0].detach(), after
 
     def losses(self, batch, epoch: int) -> dict[str, torch.Tensor]:
