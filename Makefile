@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.neurocast-installed
 
-.PHONY: demo test install bench clean-venv
+.PHONY: demo test install bench docs clean-venv
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "neurocast needs Python >= 3.10 (set PYTHON=python3.11)")'
@@ -30,6 +30,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+# docs/CONFIG.md from the config schemas, docs/benchmarks.md from benchmarks/results (tests check both)
+docs: $(STAMP)
+	$(BIN)/neurocast config reference > docs/CONFIG.md
+	$(BIN)/python benchmarks/render_docs.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -377,6 +377,7 @@ class RunDir:
                                                      for m in records))
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """Every record of metrics.jsonl, in order (one dict per logged event; a line cut by a kill is skipped)."""
         if not self.metrics_path.exists():
             return []
         out = []
@@ -389,6 +390,7 @@ class RunDir:
         return out
 
     def set_status(self, status: str) -> None:
+        """Write the run's status: running, complete, failed or terminated (atomically)."""
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}")
         write_text_atomic(self.path / "status", status + "\n")
@@ -417,13 +419,16 @@ class RunDir:
 
     @property
     def status(self) -> str | None:
+        """The status written last (running / complete / failed / terminated), None before any."""
         p = self.path / "status"
         return p.read_text().strip() if p.exists() else None
 
     def write_summary(self, summary: dict[str, Any]) -> None:
+        """Write summary.json (atomically; NaN and Inf become null)."""
         write_json(self.summary_path, summary)
 
     def read_summary(self) -> dict[str, Any] | None:
+        """summary.json as a dict (the final numbers a run wrote), None before it finished."""
         if not self.summary_path.exists():
             return None
         return read_json(self.summary_path, "run summary")

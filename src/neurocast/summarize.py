@@ -154,6 +154,8 @@ def short_names(keys: list[str]) -> dict[str, str]:
 
 
 def collect(root: str | Path) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    """(varied hyperparameters, metric columns, one row per run) of every run below ``root``; runs whose
+    files are damaged are skipped with a warning."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise RunError(f"{root} is not a folder")
@@ -179,6 +181,8 @@ def collect(root: str | Path) -> tuple[list[str], list[str], list[dict[str, Any]
 
 
 def summarize(root: str | Path, as_json: bool = False, sort: str | None = None) -> list[dict[str, Any]]:
+    """Print the table of every run below ``root`` (or JSON with ``as_json``, sorted by the column ``sort``),
+    write ``summary.csv`` and ``summary_plots.png`` into it; returns the rows."""
     varied, metric_keys, rows = collect(root)
     table = [{"run": r["run"], **{k: r["config"].get(k) for k in varied}, **r["metrics"]} for r in rows]
     if sort is not None:

@@ -99,6 +99,7 @@ def sweep_folder(cfg: SweepConfig, experiment_data: dict) -> Path:
 
 
 def load_sweep(path: str | os.PathLike, overrides: list[str]) -> SweepConfig:
+    """A sweep YAML (a file or a preset name) with ``overrides`` applied, validated."""
     return load_task_config(resolve_config_path(path), overrides)
 
 
@@ -185,6 +186,8 @@ def set_aside(path: Path) -> None:
 
 
 def run_sweep(cfg: SweepConfig, dry_run: bool = False, jobs: int | None = None) -> tuple[Path, dict[str, Any]]:
+    """Run (or resume) every trial of a sweep; returns (sweep folder, {"trials", "failed", "running"} or, with
+    ``dry_run``, {"trials", "to_run"}). ``jobs``: trials at once on the local executor (default: the config's)."""
     folder, trials, exp_copy = prepare(cfg)
     driver = None
     if not dry_run:  # one driver per sweep (a second one would start the same trials)

@@ -90,7 +90,16 @@ def _as_float32(arr: Any, what: str) -> Any:
 
 
 class Recording:
-    """One recorded (or simulated) session. See the module docstring."""
+    """One recorded (or simulated) session, validated on construction (one-line DataError naming the problem).
+
+    ``activity`` (T, N): the primary channel, any float array (stored float32), or ``channels``
+    {name: (T, N)} with ``primary`` naming the main one; ``dt``: frame interval in seconds;
+    ``stimulus`` (T, S); ``time`` (T,) timestamps in seconds, strictly increasing;
+    ``covariates`` {name: (T, K)} per-frame behaviour (NaN = missing); ``neuron_ids``,
+    ``cell_types`` (N,) strings; ``positions`` (N, 3); ``connectome`` (presynaptic lists per
+    neuron); ``session`` id; ``provenance`` (free-form, kept in stores); ``boundaries``: frames
+    where the recording restarts (windows never cross them). Arrays may be lazy (a store's).
+    """
 
     def __init__(
         self,
@@ -283,6 +292,7 @@ class Recording:
         return _read_range(arr, t0, t1)
 
     def read_stimulus(self, t0: int = 0, t1: int | None = None) -> np.ndarray | None:
+        """Stimulus frames [t0, t1) as an in-memory float32 array (t1 - t0, S), or None without a stimulus."""
         if self.stimulus is None:
             return None
         t0, t1 = self._range(t0, t1)

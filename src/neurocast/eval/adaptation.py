@@ -216,7 +216,14 @@ def adapt_session(
 ) -> AdaptationResult:
     """Adapt ``model`` to ``session`` (see the module docstring); ``lr`` None = learned step sizes.
 
-    The query is scored at step 0, every ``eval_every`` steps (or at ``eval_steps``) and at the end.
+    Windows are ``context`` + ``horizon`` frames; ``steps`` steps of ``optimizer`` on ``params``
+    from ``init`` (learned / mean / random / auto), support mini-batches of ``batch_size`` windows
+    drawn with ``seed``; the support is the earliest ``support_windows`` windows or
+    ``support_seconds`` of the training part (default: all of it), the query ``query`` starts or
+    up to ``query_windows`` later windows of ``query_splits``. The query is scored at step 0,
+    every ``eval_every`` steps (or at ``eval_steps``) and at the end. Returns an
+    :class:`AdaptationResult` (the curve, early stopping, the adapted tensors on the CPU);
+    the model's own tensors never change.
     """
     L = context + horizon
     support, default_query = support_query(session, L, support_windows, support_seconds, query_windows, query_splits)
@@ -335,7 +342,7 @@ def gain_statistics(curves: np.ndarray, steps: np.ndarray, reference: np.ndarray
 
 
 #: Adam step size for standard models: on the simulated sessions 1e-3 gained where 1e-2
-#: overfitted few-shot budgets (see the README's adaptation section)
+#: overfitted few-shot budgets (see docs/forecasting.md, test-time adaptation)
 DEFAULT_ADAM_LR = 1e-3
 
 

@@ -48,6 +48,13 @@ def evaluate_sessions(
 ) -> dict[str, Any]:
     """Per-session metrics {name: {...}} (+ "_predictions" arrays when keep=True).
 
+    Windows of ``context`` + ``horizon`` frames of the ``split`` pieces (every ``stride`` frames, at
+    most ``max_windows`` evenly spaced, or exactly ``windows[name]``), scored ``batch_size`` at a
+    time on ``device``; ``tensors`` holds each session's (T, D) data, ``unit_offsets`` /
+    ``session_index`` its rows in the model's tables. Per session: MSE, MAE, the copy-last and
+    mean baselines' MSE, the prediction score 1 - MSE / MSE_copy_last, pooled sums, and the MSE
+    per horizon step; with ``keep``, the predictions, targets and contexts ((W, P, D), (W, P, D),
+    (W, C, D)) of every window.
     ``fast`` maps a session to adapted embeddings: that session is then predicted through
     ``functional_call`` with local unit ids (see neurocast.models.functional).
     """

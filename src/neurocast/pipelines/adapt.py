@@ -35,6 +35,16 @@ from neurocast.runs import write_json
 def adapt_run(run_dir, data_path, *, steps=None, lr=None, budget=None, seconds=None, dataset=None, seed=None,
               params=None, init=None, dt=None, eval_every: int = 1, optimizer=None, normalization=None,
               holdout=None, model_label=None) -> Path:
+    """Adapt the trained forecaster of ``run_dir`` to the recordings at ``data_path``; returns the adaptation
+    folder (``<seed run>/adaptations/<time>_<name>/``: adapted tensors, ``adaptation.json``, a figure).
+
+    Every argument left None takes the run's ``eval.adaptation`` setting: ``steps`` of ``optimizer``
+    (adam / sgd) at ``lr`` on ``params`` (embeddings, film, ...) from ``init``; the support is the
+    earliest ``budget`` windows or ``seconds`` of each session's training part; ``holdout`` is the
+    fraction held back for early stopping; ``normalization`` is session or support. ``dataset``:
+    which of the run's datasets the data belongs to (default: the first); ``seed`` / ``model_label``:
+    which seed and model of the run (default: the first); ``dt``: frame interval for files that do
+    not store it; the query score is recorded every ``eval_every`` steps."""
     sr, cfg = forecast_run(run_dir, seed, model_label)
     ad = cfg.eval.adaptation
     steps = ad.steps if steps is None else steps

@@ -28,6 +28,7 @@ PARAMETERS = "parameters.json"
 
 
 def build(cfg: FlyTaskConfig, device: torch.device) -> FlyFlowTask:
+    """The fly flow task of a config: the network at its extent, its initial parameters, seeded."""
     from neurocast.sim.fly_simulation import network_parameters
 
     n = cfg.network
@@ -51,6 +52,8 @@ def _optimizer(cfg: FlyTaskConfig, task: FlyFlowTask) -> torch.optim.Optimizer:
 
 
 def train_fly_task(cfg: FlyTaskConfig, run_path: str | Path | None = None) -> RunDir:
+    """Task-train the fly network (``neurocast fly train-task``) into a new run directory (exactly
+    ``run_path`` when given); writes ``parameters.json`` at the end. Returns the run."""
     tr = cfg.training
     device = select_device(tr.device)
     setup_torch(device, threads=tr.num_threads)
@@ -64,6 +67,7 @@ def train_fly_task(cfg: FlyTaskConfig, run_path: str | Path | None = None) -> Ru
 
 
 def resume_fly_task(run_path: str | Path) -> RunDir:
+    """Continue a fly train-task run from its newest usable checkpoint; returns the run."""
     run = RunDir.open(run_path)
     cfg = run.load_config()
     run.claim_for_resume()  # the only writer from here on (fails naming the process that has it)

@@ -158,6 +158,9 @@ def model_config_for(cfg, model_cfg):
 
 
 def build_task(cfg, model_cfg, sessions, names, seed: int, device) -> ForecastTask:
+    """The training task of one (model, seed) of a forecasting config: the model built for the training
+    sessions' table (initialised from ``training.init_from`` when set), wrapped in a ForecastTask
+    (standard training) or a MetaTask (fomaml / e2e_ttt) on ``device``."""
     model_cfg = model_config_for(cfg, model_cfg)
     seed_everything(seed)
     table = session_table(sessions, len(names))
@@ -358,6 +361,10 @@ def _run_models(cfg, models: dict[str, Any], run: RunDir, sessions, names, devic
 
 
 def train_forecast(cfg, run_path: str | Path | None = None) -> RunDir:
+    """Train a forecast or forecast_compare config (every model and seed, each in its own
+    ``seeds/<seed>/`` run directory), test the best checkpoints and run the adaptation protocol on
+    held-out sessions; ``run_path``: exactly this new directory (sweeps). Returns the run, whose
+    ``summary.json`` holds mean and 95% interval over seeds of the test score, MSE and MAE."""
     device = _setup(cfg)
     sessions, names, paths = load_forecast_data(cfg.data)
     resolved = resolved_config(cfg, paths, sessions)
@@ -374,6 +381,8 @@ def train_forecast(cfg, run_path: str | Path | None = None) -> RunDir:
 
 
 def resume_forecast(run_path: str | Path) -> RunDir:
+    """Continue a forecasting run: finished seeds (and models) are kept, interrupted ones resume from
+    their newest usable checkpoint. Returns the run."""
     run = RunDir.open(run_path)
     cfg = run.load_config()
     run.claim_for_resume()  # the only writer from here on (fails naming the process that has it)

@@ -69,6 +69,8 @@ def ensure_run_data(cfg: LatentExperiment, run: RunDir) -> None:
 
 
 def build(cfg: LatentExperiment, device: torch.device, fitted: dict[str, Any] | None = None):
+    """(dataset folder, LatentTask) of a latent config on ``device``; ``fitted``: a checkpoint's task state,
+    whose normalisation is reused instead of refitted."""
     folder, train, cvs = load_data(cfg)
     seed_everything(cfg.training.seed)
     task = LatentTask(cfg, train, cvs, device, fitted=fitted)

@@ -60,6 +60,8 @@ def method_config(cfg: TTTCompare, method: str, standard_run: Path | None = None
 
 
 def train_ttt_compare(cfg: TTTCompare, run_path: str | Path | None = None) -> RunDir:
+    """Train every method of a ttt_compare config into one run (``methods/<mode>/``) and compare their
+    adaptation to the held-out sessions; ``run_path``: exactly this new directory. Returns the run."""
     sessions, _, paths = load_forecast_data(cfg.data)  # resolve (and simulate) once, fail early on bad data
     resolved = resolved_config(cfg, paths, sessions)
     text = to_yaml(resolved)
