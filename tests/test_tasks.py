@@ -47,3 +47,24 @@ def test_train_and_run_resolve_a_preset_name_the_same_way(tmp_path, monkeypatch)
     assert resolve_config_path("latent_5step") == find("latent_5step") == PRESETS / "latent_5step.yaml"
     (tmp_path / "latent_20step.yaml").write_text("task: latent\n")  # a file as given comes first for configs
     assert resolve_config_path("latent_20step.yaml").resolve() == tmp_path / "latent_20step.yaml"
+
+
+def test_run_dir_new_load_config_and_best_checkpoint(tmp_path):
+    from neurocast.runs import RunDir
+    from neurocast.schema.sweep import SweepConfig
+    from neurocast.tasks import load_task_config
+
+    cfg = load_task_config({"task": "sweep", "name": "s", "experiment": "latent_20step", "seeds": 2,
+                            "runs_dir": str(tmp_path / "runs")})
+    here = RunDir.new(None, cfg, seed=0)  # a new directory under runs_dir/name
+    assert here.path.parent == tmp_path / "runs" / "s" and here.status == "running"
+    there = RunDir.new(tmp_path / "exact", cfg)  # exactly this one
+    assert there.path == tmp_path / "exact"
+    loaded = RunDir.open(there.path).load_config()
+    assert isinstance(loaded, SweepConfig) and loaded == cfg
+    assert there.best_checkpoint() == there.checkpoints / "final.pt"
+    assert there.best_checkpoint("latest.pt") == there.checkpoints / "latest.pt"
+    (there.checkpoints / "best.pt").write_bytes(b"x")
+    assert there.best_checkpoint() == there.checkpoints / "best.pt"
+    here.release()
+    there.release()
