@@ -1,4 +1,4 @@
-# `make demo` runs the main job on built-in data; `make test` runs the test suite.
+# `make demo` runs the main job on built-in data; `make test` runs the linter (ruff) and the test suite.
 # Both create .venv when it is missing. Torch is installed first (TORCH_SPEC, a CPU
 # build on laptops; on a GPU machine use e.g. TORCH_SPEC="torch==2.13.0 --index-url ...").
 
@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.neurocast-installed
 
-.PHONY: demo test install bench gpu-check clean-venv
+.PHONY: demo test install bench gpu-check docs clean-venv
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "neurocast needs Python >= 3.10 (set PYTHON=python3.11)")'
@@ -25,6 +25,7 @@ demo: $(STAMP)
 	$(BIN)/neurocast demo
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
@@ -32,6 +33,11 @@ bench: $(STAMP)
 
 gpu-check: $(STAMP)
 	$(BIN)/python benchmarks/gpu_check.py
+
+# docs/CONFIG.md from the config schemas, docs/benchmarks.md from benchmarks/results (tests check both)
+docs: $(STAMP)
+	$(BIN)/neurocast config reference > docs/CONFIG.md
+	$(BIN)/python benchmarks/render_docs.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -232,7 +232,8 @@ def run_extent(extent: int, frames: int, batch: int, seed: int, gain: float, tol
         sim = FlySimulator(net, ps, dt=DT, noise_std=0.0, device="cpu")
         v0 = ps.node_bias(net)
         state = FlyState(voltage=torch.from_numpy(v0)[:, None].repeat(1, batch).contiguous(), calcium=None)
-        out, last = sim.run(state, torch.from_numpy(np.ascontiguousarray(stim.transpose(1, 2, 0))), channels=("voltage",))
+        out, last = sim.run(state, torch.from_numpy(np.ascontiguousarray(stim.transpose(1, 2, 0))),
+                            channels=("voltage",))
         v = out["voltage"].numpy()  # (T, N, B), frame t = before step t
         start_ok = bool(np.array_equal(v[0], np.repeat(v0[:, None], batch, axis=1)))
         v_nc = np.concatenate([v[1:], last.voltage.numpy()[None]], axis=0).transpose(2, 0, 1)  # (B, T, N)
@@ -246,7 +247,8 @@ def run_extent(extent: int, frames: int, batch: int, seed: int, gain: float, tol
         w_rel = rel_err(ps.edge_weights(net), fvp_s["weight"], floor=1e-12)
         for i, (name, e) in enumerate(rows):
             print(f"{label if i == 0 else '':36s} {name:25s} {e['max_abs']:9.2e} {e['max_rel']:9.2e} "
-                  f"{abs(e['b_at_max_rel']):9.2e} {e['rel_node']:9.2e} {e['rel_to_response']:9.2e} {e['response']:9.2e}")
+                  f"{abs(e['b_at_max_rel']):9.2e} {e['rel_node']:9.2e} {e['rel_to_response']:9.2e} "
+                  f"{e['response']:9.2e}")
         print(f"{'':36s} stimulus buffer equal: {stim_ok}; neurocast frame 0 == bias: {start_ok}; "
               f"weight max rel diff {w_rel:.3e}")
         ok &= stim_ok and start_ok and rows[0][1]["rel_node"] <= tol and w_rel <= tol

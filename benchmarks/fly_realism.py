@@ -71,7 +71,8 @@ def main() -> int:
             t0 = time.perf_counter()
             s = diagnose(net, params, spec)["summary"]
             rows.append({"extent": extent, "network": name, **{k: s[k] for k in KEYS}})
-            print(f"extent {extent} {name:42s} " + " ".join(f"{k}={s[k]}" for k in KEYS) + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+            print(f"extent {extent} {name:42s} " + " ".join(f"{k}={s[k]}" for k in KEYS)
+                  + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     summary = []
     for extent in sorted({r["extent"] for r in rows}):
@@ -79,15 +80,18 @@ def main() -> int:
         ours = next(r for r in rows if r["extent"] == extent and r["network"] == "neurocast trained")
         entry = {"extent": extent, "neurocast_trained": {k: ours[k] for k in KEYS}}
         if fly:
-            rng = {k: [float(np.min([r[k] for r in fly if r[k] is not None])), float(np.max([r[k] for r in fly if r[k] is not None]))] for k in KEYS}
+            rng = {k: [float(np.min([r[k] for r in fly if r[k] is not None])),
+                       float(np.max([r[k] for r in fly if r[k] is not None]))] for k in KEYS}
             entry["flyvis_range"] = rng
             entry["within_flyvis_range"] = {
-                k: bool(rng[k][0] <= ours[k] <= rng[k][1]) for k in ("median_dsi_t4", "median_dsi_t5", "photoreceptor_variance_share")
+                k: bool(rng[k][0] <= ours[k] <= rng[k][1])
+                for k in ("median_dsi_t4", "median_dsi_t5", "photoreceptor_variance_share")
             }
         summary.append(entry)
     payload = {
         "command": "python benchmarks/fly_realism.py " + " ".join(sys.argv[1:]),
-        "trained_parameters": str(TRAINED_PARAMETERS.relative_to(ROOT)) if TRAINED_PARAMETERS.is_relative_to(ROOT) else str(TRAINED_PARAMETERS),
+        "trained_parameters": str(TRAINED_PARAMETERS.relative_to(ROOT) if TRAINED_PARAMETERS.is_relative_to(ROOT)
+                                  else TRAINED_PARAMETERS),
         "trained_provenance": file_provenance(TRAINED_PARAMETERS),
         "spec": {k: v for k, v in vars(spec).items() if k != "extra"},
         "rows": rows,
@@ -107,7 +111,8 @@ def markdown(p: dict) -> str:
         "with ON/OFF edges in 12 directions at 3 speeds (flyvis's definition, central cell); forgetting time in",
         "steps of 20 ms; near-silent = voltage std < 1e-3.",
         "",
-        "| extent | network | median DSI T4 (ON) | median DSI T5 (OFF) | forgetting (steps) | R1-R8 variance share | silent cells |",
+        "| extent | network | median DSI T4 (ON) | median DSI T5 (OFF) | forgetting (steps) | R1-R8 variance share | "
+        "silent cells |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in p["rows"]:
@@ -120,11 +125,15 @@ def markdown(p: dict) -> str:
             continue
         rng, ours = s["flyvis_range"], s["neurocast_trained"]
         inside = ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in s["within_flyvis_range"].items())
-        lines.append(f"- extent {s['extent']}: flyvis members span T4 DSI {rng['median_dsi_t4'][0]:.2f}-{rng['median_dsi_t4'][1]:.2f}, "
+        lines.append(f"- extent {s['extent']}: flyvis members span T4 DSI "
+                     f"{rng['median_dsi_t4'][0]:.2f}-{rng['median_dsi_t4'][1]:.2f}, "
                      f"T5 DSI {rng['median_dsi_t5'][0]:.2f}-{rng['median_dsi_t5'][1]:.2f}, R1-R8 share "
-                     f"{100 * rng['photoreceptor_variance_share'][0]:.1f}-{100 * rng['photoreceptor_variance_share'][1]:.1f}%, "
-                     f"forgetting {rng['forgetting_steps'][0]:.0f}-{rng['forgetting_steps'][1]:.0f} steps; neurocast trained: "
-                     f"T4 {ours['median_dsi_t4']:.2f}, T5 {ours['median_dsi_t5']:.2f}, R1-R8 {100 * ours['photoreceptor_variance_share']:.1f}%, "
+                     f"{100 * rng['photoreceptor_variance_share'][0]:.1f}-"
+                     f"{100 * rng['photoreceptor_variance_share'][1]:.1f}%, "
+                     f"forgetting {rng['forgetting_steps'][0]:.0f}-{rng['forgetting_steps'][1]:.0f} steps; neurocast "
+                     "trained: "
+                     f"T4 {ours['median_dsi_t4']:.2f}, T5 {ours['median_dsi_t5']:.2f}, R1-R8 "
+                     f"{100 * ours['photoreceptor_variance_share']:.1f}%, "
                      f"forgetting {ours['forgetting_steps']} steps. Within the members' range: {inside}.")
     return "\n".join(lines) + "\n"
 

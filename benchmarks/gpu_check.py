@@ -107,7 +107,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="keep the runs here (default: a temporary folder, removed)")
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu (checks this script)")
-    ap.add_argument("--gpus", type=int, default=None, help="processes for the torchrun check (default: all GPUs, max 2)")
+    ap.add_argument("--gpus", type=int, default=None,
+                    help="processes for the torchrun check (default: all GPUs, max 2)")
     ap.add_argument("--checks", default=",".join(CHECKS), help=f"a subset of {','.join(CHECKS)}")
     ap.add_argument("--fly", default=None, help="an existing fly dataset folder (default: simulate a tiny one)")
     ap.add_argument("--rnn", default=None, help="an existing RNN sessions folder (default: simulate a tiny one)")
@@ -147,7 +148,8 @@ def main() -> int:
             results.append(compare(f"single {args.device}, fp32 vs CPU", losses(dev, key), losses(cpu, key), 1e-3))
         if "torchrun" in checks and gpus >= 2:
             multi = train(lat, "ddp", "--training.device", args.device, torchrun=gpus)
-            results.append(compare(f"{gpus} processes under torchrun vs one", losses(multi, key), losses(dev, key), 1e-4))
+            results.append(compare(f"{gpus} processes under torchrun vs one", losses(multi, key), losses(dev, key),
+                                   1e-4))
         elif "torchrun" in checks:
             print("SKIP  torchrun: fewer than 2 GPUs", flush=True)
         if "tf32" in checks:

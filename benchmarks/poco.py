@@ -53,8 +53,9 @@ MODELS = {
 
 def step_time(repeats: int = 10, units: tuple[int, ...] = (130, 512, 2048)) -> dict:
     from common import load, matmul_peak, time_step
-    from neurocast.models.forecast_base import ForecastBatch, SessionTable
-    from neurocast.models.poco import POCO, PocoConfig
+    from neurocast.data.forecast_batch import ForecastBatch, SessionTable
+    from neurocast.models.poco import POCO
+    from neurocast.schema.forecast import PocoConfig
 
     peak = matmul_peak()
     rows = []
@@ -69,7 +70,7 @@ def step_time(repeats: int = 10, units: tuple[int, ...] = (130, 512, 2048)) -> d
                               torch.zeros(B, dtype=torch.long), uid)
         opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=1e-4, amsgrad=True)
 
-        def step():
+        def step(model=model, batch=batch, opt=opt):
             loss = ((model(batch) - batch.y) ** 2).mean()
             opt.zero_grad()
             loss.backward()
@@ -150,11 +151,13 @@ def load_previous() -> dict:
 
 
 def _score(r: dict) -> str:
-    return f"{r['score']['mean']:.3f} ± {r['score']['ci95']:.3f}"
+    from neurocast.report.tables import fmt_interval
+
+    return fmt_interval(r["score"], 3)
 
 
 def render(protocols: dict, timing: dict | None) -> str:
-    from neurocast.report.tables import markdown_table
+    from neurocast.report.tables import fmt_interval, interval, markdown_table
 
     lines = [f"# POCO benchmark ({time.strftime('%Y-%m-%d')})", "",
              "All six Flavell-lab C. elegans sessions (celegans_flavell), resampled to 0.6 s, context 48, horizon 16, "
@@ -167,15 +170,13 @@ def render(protocols: dict, timing: dict | None) -> str:
                   "`whole_recording` z-scores each session over all its frames, as POCO's published scores do: "
                   "statistics of the validation and test frames enter the inputs (LEAKING). Scores are in each "
                   "protocol's own normalised units.", ""]
-        from neurocast.eval.metrics import mean_ci95
-
         rows = []
         for m in both:
             a, b = protocols["train"][m], protocols["whole_recording"][m]
             if a["config"]["training"] != b["config"]["training"] or a["seeds"] != b["seeds"]:
                 continue  # measured with different settings: not a pair
-            d, h = mean_ci95([y - x for x, y in zip(a["score"]["values"], b["score"]["values"])])
-            rows.append([m, _score(a), _score(b), f"{d:+.3f} ± {h:.3f}"])
+            diff = interval([y - x for x, y in zip(a["score"]["values"], b["score"]["values"])])
+            rows.append([m, _score(a), _score(b), fmt_interval(diff, 3, signed=True)])
         lines += [markdown_table(["model", "train", "whole_recording (LEAKING)", "difference (paired by seed)"], rows),
                   ""]
     commands: list[str] = []

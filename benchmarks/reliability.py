@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -356,7 +357,7 @@ def concurrent(ws: Path) -> list[dict]:
     sim = ws / "sim_rnn.yaml"
     target = ws / "conc_sim"
     p1, p2 = start("simulate", sim, "--output", target, cwd=ws), start("simulate", sim, "--output", target, cwd=ws)
-    (o1, e1), (o2, e2) = p1.communicate(timeout=900), p2.communicate(timeout=900)
+    (_, e1), (_, e2) = p1.communicate(timeout=900), p2.communicate(timeout=900)
     same = frames_equal(load_all(target), load_all(ws / "data" / "rnn_ref"))
     verify = nc("data", "verify", target, cwd=ws)
     out.append({"scenario": "two `neurocast simulate` of one dataset at once", "rcs": [p1.returncode, p2.returncode],
@@ -475,9 +476,9 @@ def damages(ws: Path) -> dict:
 
 
 def stores(ws: Path) -> dict:
-    from neurocast.config import load_task_config
     from neurocast.errors import NeurocastError
     from neurocast.sim import simulate
+    from neurocast.tasks import load_task_config
 
     pristine = ws / "data" / "fly_ref"
     truth = load_all(pristine)
@@ -685,11 +686,18 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
+def _crc32_all(blobs: list[bytes]) -> list[int]:
+    import zlib
+
+    return [zlib.crc32(b) for b in blobs]
+
+
 def cost(ws: Path, frames: int, neurons: int, reps: int) -> dict:
     """Throughput of writing, opening and reading a store with and without the checksums."""
+    from zarr.storage import LocalStore
+
     import neurocast.data.store as st
     from neurocast.data.store import RecordingWriter, default_chunk_steps, open_recording, verify_store
-    from zarr.storage import LocalStore
 
     class Plain(LocalStore):
         def __init__(self, root, *, read_only=False, record=None, files=None):
@@ -740,10 +748,8 @@ def cost(ws: Path, frames: int, neurons: int, reps: int) -> dict:
         res["data_verify_s"].append(time.perf_counter() - t)
     on_disk = sum(f.stat().st_size for f in a.rglob("*") if f.is_file())
     files = len(json.loads((a / "manifest.json").read_text())["files"])
-    import zlib
-
     chunks = [f.read_bytes() for f in a.rglob("c/*/*") if f.is_file()]  # the added work itself: CRC-32
-    crc_s = min(_timed(lambda: [zlib.crc32(c) for c in chunks]) for _ in range(3))
+    crc_s = min(_timed(partial(_crc32_all, chunks)) for _ in range(3))
     crc_gbps = sum(map(len, chunks)) / crc_s / 1e9
     del chunks
     med = {k: float(np.median(v)) for k, v in res.items()}
@@ -825,14 +831,15 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(ws, ignore_errors=True)
     kills_ = res.get("kills", {})
+    conc_, stores_ = res.get("concurrent", []), res.get("stores", {})
     res["totals"] = {
         "bad_inputs_tried": res.get("bad_inputs", {}).get("tried"),
         "bad_inputs_one_line_exit_2": res.get("bad_inputs", {}).get("one_line_exit_2"),
         "random_kills": {f: r["kills"] for f, r in kills_.items()},
         "runs_corrupted": sum(r["corrupted"] for r in kills_.values())
         + sum(not c["ok"] for c in res.get("concurrent", []) if "problems" in c and c["problems"]),
-        "concurrent_scenarios_ok": f"{sum(c['ok'] for c in res.get('concurrent', []))}/{len(res.get('concurrent', []))}",
-        "damaged_store_scenarios_detected": f"{res.get('stores', {}).get('detected')}/{res.get('stores', {}).get('scenarios')}",
+        "concurrent_scenarios_ok": f"{sum(c['ok'] for c in conc_)}/{len(conc_)}",
+        "damaged_store_scenarios_detected": f"{stores_.get('detected')}/{stores_.get('scenarios')}",
         "frames_silently_changed": res.get("stores", {}).get("frames_silently_changed"),
         "seconds": round(time.perf_counter() - t0),
     }

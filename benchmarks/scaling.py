@@ -33,7 +33,8 @@ def _load(name: str) -> dict | None:
 
 def _when(res: dict) -> str:
     m = res.get("machine", {})
-    return f"{m.get('date', '?')}, {m.get('cpu', 'cpu')} ({m.get('cpu_count', '?')} cores, {m.get('torch_threads', '?')} threads)"
+    cores, threads = m.get("cpu_count", "?"), m.get("torch_threads", "?")
+    return f"{m.get('date', '?')}, {m.get('cpu', 'cpu')} ({cores} cores, {threads} threads)"
 
 
 def simulation(res: dict) -> list[str]:
@@ -79,7 +80,8 @@ def latent(res: dict) -> list[str]:
         "",
         "| configuration | neurons | batch | parameters | s per step | s per sample | fraction of matmul peak |",
         "|---|---|---|---|---|---|---|",
-        *[f"| {r['name']} | {r['neurons']:,} | {r['batch']} | {r['parameters']:,} | {r['seconds_per_step_median']:.3f} | "
+        *[f"| {r['name']} | {r['neurons']:,} | {r['batch']} | {r['parameters']:,} | "
+          f"{r['seconds_per_step_median']:.3f} | "
           f"{p:.2e} | {r['mfu']:.0%} |" for r, p in zip(rows, per_sample)],
         "",
         f"Cost per sample ~ N^{k:.2f} between these two points, which also differ in model width (the"

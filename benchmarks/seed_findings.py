@@ -146,7 +146,8 @@ def claims(R: dict) -> list[dict]:
         "verdict": "reproduced" if blows and aug_better and any(a > h for a, h in zip(h1a, h1) if a and h)
         else "partly" if blows else "not reproduced",
         "reason": "" if blows else "the tu=1 roll-out stays below the data variance for the whole horizon here "
-                                   "(the trained network forgets its state in ~7 steps, so roll-outs cannot run away far)",
+                                   "(the trained network forgets its state in ~7 steps, so roll-outs cannot run away "
+                                   "far)",
     })
 
     # 2. tu=5, loss at t+5 only: sawtooth / divergence inside the window
@@ -154,10 +155,12 @@ def claims(R: dict) -> list[dict]:
     h5 = m("tu5", "stable_horizon")
     saw = obs is not None and bet is not None and bet > 1.5 * obs
     rows.append({
-        "claim": "tu=5 with a loss only at t+5: t+5 is learned, t+1..t+4 are not, and the latent roll-out diverges within 100 steps",
+        "claim": "tu=5 with a loss only at t+5: t+5 is learned, t+1..t+4 are not, and the latent roll-out diverges "
+                 "within 100 steps",
         "experiments": ["tu5"],
         "numbers": f"pn at the observation points {f(obs)}, between them {f(bet)}; stable horizon {f(h5)}",
-        "verdict": "reproduced" if saw and h5 is not None and h5 < 100 else "partly" if saw or (h5 or 10**9) < 100 else "not reproduced",
+        "verdict": "reproduced" if saw and h5 is not None and h5 < 100
+                   else "partly" if saw or (h5 or 10**9) < 100 else "not reproduced",
         "reason": "" if saw else "the steps between observations are predicted about as well as the observed ones",
     })
 
@@ -165,23 +168,30 @@ def claims(R: dict) -> list[dict]:
     ils = {k: (m(f"tu5_ils{k}", "pn_between"), m(f"tu5_ils{k}", "stable_horizon")) for k in (1, 2, 3, 4)}
     better = [k for k, (b, h) in ils.items() if b is not None and bet is not None and b < bet]
     rows.append({
-        "claim": "an intermediate loss at step 3 or 4 (with t+5) stabilises tu=5 roll-outs and learns the steps in between",
+        "claim": "an intermediate loss at step 3 or 4 (with t+5) stabilises tu=5 roll-outs and learns the steps in "
+                 "between",
         "experiments": ["tu5", "tu5_ils1", "tu5_ils2", "tu5_ils3", "tu5_ils4"],
-        "numbers": f"pn between observations: none {f(bet)}; " + "; ".join(f"step {k}: {f(b)} (horizon {f(h)})" for k, (b, h) in ils.items()),
+        "numbers": f"pn between observations: none {f(bet)}; "
+                   + "; ".join(f"step {k}: {f(b)} (horizon {f(h)})" for k, (b, h) in ils.items()),
         "verdict": "reproduced" if {3, 4} <= set(better) else "partly" if better else "not reproduced",
-        "reason": "" if {3, 4} <= set(better) else "an intermediate loss does not lower the between-observation error here",
+        "reason": "" if {3, 4} <= set(better)
+                  else "an intermediate loss does not lower the between-observation error here",
     })
 
     # 4. ems at tu=5
     ems = {e: (m("tu5" if e == 1 else f"tu5_ems{e}", "pn_in"), m("tu5" if e == 1 else f"tu5_ems{e}", "pn_beyond"),
                m("tu5" if e == 1 else f"tu5_ems{e}", "pn_in", "cv/natural_noiseless")) for e in (1, 2, 3, 5)}
-    best_in = min((v[0], e) for e, v in ems.items() if v[0] is not None)[1] if any(v[0] is not None for v in ems.values()) else None
+    scored = [(v[0], e) for e, v in ems.items() if v[0] is not None]
+    best_in = min(scored)[1] if scored else None
     e3_blows = ems[3][1] is not None and ems[3][0] is not None and ems[3][1] > 1.5 * ems[3][0]
     rows.append({
-        "claim": "ems at tu=5: ems=5 gives the best validation roll-out (as good as one-step); ems=3 blows up past the window",
+        "claim": "ems at tu=5: ems=5 gives the best validation roll-out (as good as one-step); ems=3 blows up past the "
+                 "window",
         "experiments": ["tu5", "tu5_ems2", "tu5_ems3", "tu5_ems5"],
-        "numbers": "; ".join(f"ems {e}: pn in window {f(v[0])}, beyond {f(v[1])}, CV natural in window {f(v[2])}" for e, v in ems.items()),
-        "verdict": "reproduced" if best_in == 5 and e3_blows else "partly" if best_in == 5 or e3_blows else "not reproduced",
+        "numbers": "; ".join(f"ems {e}: pn in window {f(v[0])}, beyond {f(v[1])}, CV natural in window {f(v[2])}"
+                             for e, v in ems.items()),
+        "verdict": "reproduced" if best_in == 5 and e3_blows
+                   else "partly" if best_in == 5 or e3_blows else "not reproduced",
         "reason": ("" if best_in == 5 else f"ems={best_in} is best inside the window here; ")
         + ("" if e3_blows else "ems=3 does not blow up past the window here"),
     })
@@ -213,12 +223,13 @@ def claims(R: dict) -> list[dict]:
     def desc(n, a, b, h, nf, ns):
         label = n.replace("tu20_", "") if n != "tu20" else "all fixes"
         if nf:
-            return f"{label}: diverged in {nf}/{ns} seeds" + (f" ({failures(R, n)[0].replace('error: ', '')[:70]}...)" if nf == ns else "")
+            why = f" ({failures(R, n)[0].replace('error: ', '')[:70]}...)" if nf == ns else ""
+            return f"{label}: diverged in {nf}/{ns} seeds{why}"
         return f"{label}: pn in window {f(a)}, between obs {f(b)}, horizon {f(h)}"
 
     rows.append({
-        "claim": "tu=20 stability fixes: zero-init of the evolver's last layer is the key change, the activation (Tanh vs ReLU) "
-                 "matters little, the reconstruction warm-up lowers the intervening-step error",
+        "claim": "tu=20 stability fixes: zero-init of the evolver's last layer is the key change, the activation "
+                 "(Tanh vs ReLU) matters little, the reconstruction warm-up lowers the intervening-step error",
         "experiments": list(names6),
         "numbers": "; ".join(desc(n, *vals) for n, vals in v.items()),
         "verdict": "reproduced" if key and warm else "partly" if key or warm else "not reproduced",
@@ -231,14 +242,17 @@ def claims(R: dict) -> list[dict]:
     nf7 = len(failures(R, "tu20_nofix"))
     saw20 = o is not None and b is not None and b > 10 * o
     rows.append({
-        "claim": "without the fixes (ReLU, no zero-init, no warm-up) tu=20 shows a sawtooth: MSE ~1e-2 at the observations, ~1 between them",
+        "claim": "without the fixes (ReLU, no zero-init, no warm-up) tu=20 shows a sawtooth: MSE ~1e-2 at the "
+                 "observations, ~1 between them",
         "experiments": ["tu20_nofix"],
         "numbers": (f"diverged in {nf7}/{len(R.get('tu20_nofix', []))} seeds; " if nf7 else "")
         + f"global MSE at the observation points {f(o)}, between them {f(b)}",
-        "verdict": "reproduced" if saw20 else "partly" if nf7 or (o is not None and b is not None and b > 2 * o) else "not reproduced",
+        "verdict": "reproduced" if saw20
+                   else "partly" if nf7 or (o is not None and b is not None and b > 2 * o) else "not reproduced",
         "reason": "" if saw20 else ("the historical evolver fails more drastically here: its 100-step unroll overflows "
                                     "(non-finite loss) before any sawtooth can be measured" if nf7 else
-                                    "no sawtooth: the between-observation error stays close to the observed-frame error"),
+                                    "no sawtooth: the between-observation error stays close to the observed-frame "
+                                    "error"),
     })
 
     # 8. staggered
@@ -248,10 +262,12 @@ def claims(R: dict) -> list[dict]:
     rows.append({
         "claim": "time-aligned acquisition works at tu=20; staggered acquisition with the same model fails",
         "experiments": ["tu20", "tu20_staggered"],
-        "numbers": f"pn in window: aligned {f(a_in)}, staggered {f(s_in)} (best linear baseline under staggered acquisition {f(lin)})",
+        "numbers": f"pn in window: aligned {f(a_in)}, staggered {f(s_in)} (best linear baseline under staggered "
+                   f"acquisition {f(lin)})",
         "verdict": "reproduced" if fails else "not reproduced",
-        "reason": "" if fails else "neurocast encodes the per-neuron interpolation of the staggered samples (the seed's later "
-                                   "working approach, latent_stag_interp.py), which beats the linear baselines",
+        "reason": "" if fails else "neurocast encodes the per-neuron interpolation of the staggered samples (the "
+                                   "seed's later working approach, latent_stag_interp.py), which beats the linear "
+                                   "baselines",
     })
 
     # 9. tu=50 fails between observations
@@ -259,13 +275,15 @@ def claims(R: dict) -> list[dict]:
                m(f"tu50_ems{e}", "pn_beyond"), m(f"tu50_ems{e}", "linear_in")) for e in (1, 2, 5)}
     fail50 = [e for e, (b, i, pin, pb, lin_) in t50.items() if b is not None and lin_ is not None and pin >= lin_]
     rows.append({
-        "claim": "tu=50 fails to capture the dynamics between observations (ems 2/3 promising but blow up a little beyond the window)",
+        "claim": "tu=50 fails to capture the dynamics between observations (ems 2/3 promising but blow up a little "
+                 "beyond the window)",
         "experiments": ["tu50_ems1", "tu50_ems2", "tu50_ems5"],
-        "numbers": "; ".join(f"ems {e}: pn between obs {f(b)} (interpolation oracle {f(i)}), in window {f(pin)} vs best linear "
-                             f"{f(lin_)}, beyond {f(pb)}" for e, (b, i, pin, pb, lin_) in t50.items()),
+        "numbers": "; ".join(f"ems {e}: pn between obs {f(b)} (interpolation oracle {f(i)}), in window {f(pin)} "
+                             f"vs best linear {f(lin_)}, beyond {f(pb)}" for e, (b, i, pin, pb, lin_) in t50.items()),
         "verdict": "reproduced" if len(fail50) == 3 else "partly" if fail50 else "not reproduced",
-        "reason": "" if len(fail50) == 3 else "at this scale tu=50 models beat the best linear baseline inside the window "
-                                              f"for ems {', '.join(str(e) for e in (1, 2, 5) if e not in fail50)}",
+        "reason": "" if len(fail50) == 3 else "at this scale tu=50 models beat the best linear baseline inside the "
+                                              "window for ems "
+                                              f"{', '.join(str(e) for e in (1, 2, 5) if e not in fail50)}",
     })
     return rows
 
@@ -276,8 +294,10 @@ def linear_table(R: dict) -> list[dict]:
     for name in sorted(R):
         row = {"experiment": name, "seeds": len(R[name]), "failed": len(failures(R, name))}
         for s in SETS:
-            row[s] = {k: mean_over(R, name, s, k) for k in ("pn_in", "linear_in", "pn_beyond", "linear_beyond", "stable_horizon")}
-        row["train_seconds"] = float(np.mean([r["train_seconds"] for r in R[name] if r.get("train_seconds")] or [np.nan]))
+            row[s] = {k: mean_over(R, name, s, k) for k in ("pn_in", "linear_in", "pn_beyond", "linear_beyond",
+                                                            "stable_horizon")}
+        seconds = [r["train_seconds"] for r in R[name] if r.get("train_seconds")]
+        row["train_seconds"] = float(np.mean(seconds or [np.nan]))
         if row["val"]["pn_in"] is None:
             row["val"]["stable_horizon"] = None
         out.append(row)
@@ -301,7 +321,8 @@ def markdown(payload: dict) -> str:
         verdict = c["verdict"] + (f": {c['reason']}" if c["reason"] else "")
         lines.append(f"| {c['claim']} | {', '.join(c['experiments'])} | {c['numbers']} | **{verdict}** |")
     lines += ["", "## Every experiment against the best linear baseline (pn, in window / beyond)", "",
-              "| experiment | val | CV natural | CV artificial | horizon (val) | train s |", "|---|---|---|---|---|---|"]
+              "| experiment | val | CV natural | CV artificial | horizon (val) | train s |",
+              "|---|---|---|---|---|---|"]
 
     def cell(d):
         if d["pn_in"] is None or d["linear_in"] is None:

@@ -98,7 +98,8 @@ def main() -> None:
             }
             rows.append(row)
             print(
-                f"extent {extent:2d} N={N:6d} E={E:8d} {row['channels']:16s} noise {noise:<4g} single: {t1:6.3f} s / 10 s "
+                f"extent {extent:2d} N={N:6d} E={E:8d} {row['channels']:16s} noise {noise:<4g} "
+                f"single: {t1:6.3f} s / 10 s "
                 f"({single / 1e6:6.1f} M neuron-steps/s, {row['bandwidth_bound_ratio_single']:.2f} of bw bound)  "
                 f"batch {args.batch}: {batched / 1e6:6.1f} M/s (x{row['batched_speedup']:.1f}, "
                 f"{row['bandwidth_bound_ratio_batched']:.2f} of bw bound)",

@@ -63,7 +63,8 @@ def synthetic(args) -> dict:
         res["disk_bytes"] = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
         res["peak_rss_after_write_GB"] = peak_rss_gb()
         print(f"wrote {T} x {N} ({T * N * 4 / 1e9:.1f} GB) in {res['write_s']:.0f} s "
-              f"({res['write_MBps']:.0f} MB/s), {res['disk_bytes'] / 1e9:.1f} GB on disk, peak RSS {res['peak_rss_after_write_GB']:.2f} GB", flush=True)
+              f"({res['write_MBps']:.0f} MB/s), {res['disk_bytes'] / 1e9:.1f} GB on disk, peak RSS "
+              f"{res['peak_rss_after_write_GB']:.2f} GB", flush=True)
 
         rec = open_recording(path)
         rng = np.random.default_rng(0)
@@ -97,9 +98,9 @@ def synthetic(args) -> dict:
 
 
 def simulated(args) -> dict:
-    from neurocast.config import load_task_config
-    from neurocast.pipelines.common import resolve_config_path
+    from neurocast.presets_index import resolve_config_path
     from neurocast.sim import simulate
+    from neurocast.tasks import load_task_config
 
     folder = Path(tempfile.mkdtemp(dir=args.folder))
     seqs = 16

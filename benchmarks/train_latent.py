@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from common import matmul_peak, save, time_step
-from neurocast.config import load_task_config
 from neurocast.data.latent_windows import Batch
 from neurocast.models.latent import LatentModel
-from neurocast.pipelines.common import resolve_config_path
+from neurocast.presets_index import resolve_config_path
+from neurocast.tasks import load_task_config
 from neurocast.train.latent_objective import unroll_losses
 
 FULL = [
@@ -47,14 +47,14 @@ def bench(name: str, n_neurons: int, stim_dims: int, overrides: list[str], steps
     torch.manual_seed(0)
     model = LatentModel(n_neurons, stim_dims, cfg.model)
     opt = torch.optim.Adam(model.parameters(), lr=tr.learning_rate)
-    steps_list = [m * tu for m in range(1, ems + 1)]
+    steps_list = tr.loss_multiples
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(bs, n_neurons, generator=g)
-    batch = Batch(x0, torch.randn(bs, tu * ems, stim_dims, generator=g), steps_list,
+    batch = Batch(x0, torch.randn(bs, tr.window, stim_dims, generator=g), steps_list,
                   torch.randn(bs, ems, n_neurons, generator=g), None, x0, None, np.zeros(bs))
 
     def step():
-        losses = unroll_losses(model, batch, "mse", tu * ems, tu, False)
+        losses = unroll_losses(model, batch, "mse", tr.window, tu, False)
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         opt.step()

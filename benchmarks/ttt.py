@@ -51,7 +51,8 @@ def celegans_config(data: Path, held: list[str], seeds: list[int], quick: bool) 
     rnn = yaml.safe_load((ROOT / "src" / "neurocast" / "presets" / "ttt_rnn.yaml").read_text())
     cfg = {k: v for k, v in rnn.items() if k not in ("data", "description")}
     cfg.update(base=str(ROOT / "configs" / "_poco_common.yaml"), name="ttt_celegans",
-               data={"root": str(data), "datasets": [{"name": "celegans", "path": "celegans_flavell", "resample_dt": 0.6}],
+               data={"root": str(data),
+                     "datasets": [{"name": "celegans", "path": "celegans_flavell", "resample_dt": 0.6}],
                      "held_out_sessions": [f"celegans/{s}" for s in held]})
     cfg["model"] = {**rnn["model"], "input_norm": "mean"}
     cfg["training"] = {**rnn["training"], "max_steps": 400, "seeds": seeds, "val_every": 50}
@@ -110,12 +111,14 @@ def table(entries: dict[str, dict[str, list[dict]]]) -> dict:
 
 
 def ci(e) -> str:
-    return "-" if not e or e.get("mean") is None else f"{e['mean']:.3f} ± {e['ci95']:.3f}"
+    from neurocast.report.tables import fmt_interval
+
+    return fmt_interval(e, 3)
 
 
 def markdown(tab: dict) -> str:
-    lines = ["| method | budget | zero-shot (mean init) | zero-shot (own init) | after 3 steps | after K steps | gain (K) | "
-             "early-stopped | steps to 95% | NLinear train / support | from scratch | inner support ratio |",
+    lines = ["| method | budget | zero-shot (mean init) | zero-shot (own init) | after 3 steps | after K steps | "
+             "gain (K) | early-stopped | steps to 95% | NLinear train / support | from scratch | inner support ratio |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for method, budgets in tab.items():
         for b, st in budgets.items():
@@ -174,7 +177,7 @@ def targets_celegans(tab: dict) -> dict:
 COST = """
 import resource, sys, time, json, torch, numpy as np
 torch.set_num_threads(1)
-from neurocast.config import load_task_config
+from neurocast.tasks import load_task_config
 from neurocast.pipelines.forecast import build_task, load_forecast_data
 cfg = load_task_config({path!r}, {overrides!r})
 sessions, names, _ = load_forecast_data(cfg.data)
@@ -261,7 +264,8 @@ def main() -> None:
                 for b, runs in budgets.items():
                     entries.setdefault(m, {}).setdefault(b, []).extend(runs)
         tab = table(entries)
-        res["celegans"] = {"commands": commands, "config_fold0": celegans_config(data, SESSIONS[:2], args.seeds, args.quick),
+        res["celegans"] = {"commands": commands,
+                           "config_fold0": celegans_config(data, SESSIONS[:2], args.seeds, args.quick),
                            "folds": [SESSIONS[2 * k : 2 * k + 2] for k in range(3)], "table": tab,
                            "targets": targets_celegans(tab), "seeds": args.seeds,
                            "wall_seconds": time.perf_counter() - t0}
@@ -283,7 +287,8 @@ def main() -> None:
                    "Targets: " + "; ".join(f"{k}: {v}" for k, v in res[part]["targets"].items()), ""]
     if "cost" in res:
         md += ["## Cost per training step (one thread, peak RSS of the process)", ""]
-        md += [f"- {k}: {v['seconds_per_meta_step']:.3f} s, {v['peak_rss_GB']:.2f} GB" for k, v in res["cost"]["per_step"].items()]
+        md += [f"- {k}: {v['seconds_per_meta_step']:.3f} s, {v['peak_rss_GB']:.2f} GB"
+               for k, v in res["cost"]["per_step"].items()]
     (RESULTS / "ttt.md").write_text("\n".join(md) + "\n")
     print(f"written {path}")
 

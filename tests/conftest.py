@@ -66,8 +66,8 @@ TINY_FLY = {
 @pytest.fixture(scope="session")
 def tiny_fly(tmp_path_factory):
     """A small simulated fly dataset (extent 1: 443 cells, 10,000 training frames)."""
-    from neurocast.config import load_task_config
     from neurocast.sim.fly_simulation import simulate_fly
+    from neurocast.tasks import load_task_config
 
     return simulate_fly(load_task_config(TINY_FLY), tmp_path_factory.mktemp("data") / "tiny_fly")
 
@@ -105,8 +105,8 @@ TINY_RNN = {
 @pytest.fixture(scope="session")
 def tiny_rnn(tmp_path_factory):
     """Five simulated sessions of 24 observed units, 1,200 frames each."""
-    from neurocast.config import load_task_config
     from neurocast.sim.rnn_sessions import simulate_rnn
+    from neurocast.tasks import load_task_config
 
     return simulate_rnn(load_task_config(TINY_RNN), tmp_path_factory.mktemp("data") / "tiny_rnn")
 

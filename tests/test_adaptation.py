@@ -9,14 +9,15 @@ import torch
 import yaml
 
 from conftest import forecast_config
-from neurocast.config import load_task_config
 from neurocast.errors import ConfigError
+from neurocast.tasks import load_task_config
 
 
 def _task(tiny_rnn, overrides=(), **training):
     from neurocast.pipelines.forecast import build_task, load_forecast_data
 
-    cfg = load_task_config(forecast_config(tiny_rnn, **training), ["--data.held-out-sessions", "rnn/session_04", *overrides])
+    cfg = load_task_config(forecast_config(tiny_rnn, **training),
+                           ["--data.held-out-sessions", "rnn/session_04", *overrides])
     sessions, names, _ = load_forecast_data(cfg.data)
     task = build_task(cfg, cfg.model, sessions, names, 0, torch.device("cpu"))
     with torch.no_grad():  # open the FiLM gate so that embeddings and inputs matter
@@ -33,7 +34,7 @@ def test_held_out_session_is_scored_with_its_training_normalisation(tiny_rnn):
     for every training session (on the simulator 0.30 -> 0.16 with 10 windows)."""
     from neurocast.eval.adaptation import adapt_session, support_query
     from neurocast.eval.forecast_eval import evaluate_sessions
-    from neurocast.train.ttt import fast_init
+    from neurocast.models.functional import fast_init
 
     cfg, task = _task(tiny_rnn)
     s = next(x for x in task.sessions if x.held_out)
@@ -51,7 +52,8 @@ def test_held_out_session_is_scored_with_its_training_normalisation(tiny_rnn):
 
 def test_sgd_adaptation_is_the_meta_inner_loop(tiny_rnn):
     from neurocast.eval.adaptation import SessionBatches, adapt_session, support_query
-    from neurocast.train.ttt import adaptable, fast_init, inner_loop
+    from neurocast.eval.inner_loop import inner_loop
+    from neurocast.models.functional import adaptable, fast_init
 
     cfg, task = _task(tiny_rnn)
     s = next(x for x in task.sessions if x.held_out)
@@ -73,9 +75,11 @@ def test_adapting_more_groups_changes_them_but_never_the_model(tiny_rnn):
     cfg, task = _task(tiny_rnn)
     s = next(x for x in task.sessions if x.held_out)
     before = {k: v.clone() for k, v in task.model.state_dict().items()}
-    r = adapt_session(task.model, s, task.C, task.P, task.device, steps=3, lr=1e-2, params=["session", "film", "output"],
+    r = adapt_session(task.model, s, task.C, task.P, task.device, steps=3, lr=1e-2,
+                      params=["session", "film", "output"],
                       optimizer="adam", support_windows=12)
-    assert set(r.adapted_parameters()) == {"alpha.weight", "alpha.bias", "beta.weight", "beta.bias", "out.weight", "out.bias"}
+    assert set(r.adapted_parameters()) == {"alpha.weight", "alpha.bias", "beta.weight", "beta.bias", "out.weight",
+                                           "out.bias"}
     assert not torch.equal(r.fast["out.weight"], before["out.weight"])
     assert torch.equal(r.fast["unit_emb"], task.model.unit_emb.detach().mean(0, keepdim=True).expand(s.D, -1))
     assert all(torch.equal(before[k], v) for k, v in task.model.state_dict().items())
@@ -226,11 +230,13 @@ def test_adapt_a_compare_run_with_adam(tiny_rnn, tmp_path, run_cli):
     cfg["eval"]["adaptation"]["budgets"] = []
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    code, out, err = run_cli("train", path, "--data.held-out-sessions", "rnn/session_04", "--runs-dir", tmp_path / "runs")
+    code, out, err = run_cli("train", path, "--data.held-out-sessions", "rnn/session_04", "--runs-dir",
+                             tmp_path / "runs")
     assert code == 0, err
     run = Path(out.strip().splitlines()[-1])
-    code, out, err = run_cli("adapt", run, "--data", tiny_rnn / "session_04.zarr", "--steps", "3", "--optimizer", "adam",
-                             "--lr", "1e-3", "--budget", "40", "--holdout", "0.25", "--params", "embeddings", "film")
+    code, out, err = run_cli("adapt", run, "--data", tiny_rnn / "session_04.zarr", "--steps", "3",
+                             "--optimizer", "adam", "--lr", "1e-3", "--budget", "40", "--holdout", "0.25",
+                             "--params", "embeddings", "film")
     assert code == 0, err
     folder = Path(out.strip().splitlines()[-1])
     assert folder.parent == run / "models" / "poco" / "seeds" / "0" / "adaptations"

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from neurocast.data.forecast_batch import ForecastBatch, SessionTable
 from neurocast.errors import ConfigError
 from neurocast.eval.metrics import masked_loss
 from neurocast.models.baselines import (
@@ -14,7 +15,6 @@ from neurocast.models.baselines import (
     moving_average,
     session_matmul,
 )
-from neurocast.models.forecast_base import ForecastBatch, SessionTable
 from neurocast.schema.forecast import (
     DLinearConfig,
     GRUConfig,

@@ -26,7 +26,9 @@ def test_round_trip_with_rng_states(tmp_path):
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
     rng = capture_rng_state()
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
-    path = save_checkpoint(tmp_path / "c.pt", {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng, "epoch": 4, "config": {"a": 1}})
+    path = save_checkpoint(tmp_path / "c.pt",
+                           {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng, "epoch": 4,
+                            "config": {"a": 1}})
     state = load_checkpoint(path)
     restore_rng_state(state["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
@@ -50,7 +52,8 @@ def test_truncated_checkpoint_is_refused(tmp_path):
 
 def test_mismatched_model_is_refused(tmp_path):
     path = save_checkpoint(tmp_path / "c.pt", {"model": torch.nn.Linear(3, 2).state_dict()})
-    with pytest.raises(CheckpointError, match=r"does not match the model: 2 shape mismatch\(es\) e.g. weight \(2, 3\) vs model \(4, 3\)"):
+    with pytest.raises(CheckpointError, match=r"does not match the model: 2 shape mismatch\(es\) "
+                                              r"e.g. weight \(2, 3\) vs model \(4, 3\)"):
         load_model_state(torch.nn.Linear(3, 4), load_checkpoint(path)["model"], str(path))
     with pytest.raises(CheckpointError, match="missing 2 key"):
         load_model_state(torch.nn.Sequential(torch.nn.Linear(3, 2)), load_checkpoint(path)["model"], str(path))

@@ -58,7 +58,8 @@ def test_overrides_hyphens_underscores_lists_bools_unions():
     assert isinstance(t.acquisition_mode, StaggeredMode) and t.acquisition_mode.seed == 7
     assert cfg.cross_validation[0].loss_coeff == 0.5
     assert load_config(Root, {"training": {"use_tf32": True}}, ["--training.no-use-tf32"]).training.use_tf32 is False
-    assert load_config(Root, {}, ["--training.intermediate-loss-steps", "3,4"]).training.intermediate_loss_steps == [3, 4]
+    listed = load_config(Root, {}, ["--training.intermediate-loss-steps", "3,4"])
+    assert listed.training.intermediate_loss_steps == [3, 4]
 
 
 def test_unknown_key_names_full_path_and_closest_name(tmp_path):
@@ -66,7 +67,9 @@ def test_unknown_key_names_full_path_and_closest_name(tmp_path):
         load_config(Root, {}, ["--training.time-unit", "3"])
     f = tmp_path / "c.yaml"
     f.write_text("training:\n  unconnected_to_zero:\n    num_neuron: 3\n")
-    with pytest.raises(ConfigError, match=r"c.yaml: unknown config key 'training.unconnected_to_zero.num_neuron' \(did you mean 'num_neurons'\?\)"):
+    with pytest.raises(ConfigError,
+                       match=r"c.yaml: unknown config key 'training.unconnected_to_zero.num_neuron' \(did you mean "
+                             r"'num_neurons'\?\)"):
         load_config(Root, f)
     f.write_text("training:\n  acquisition_mode: {mode: staggered_random, sed: 1}\n")
     with pytest.raises(ConfigError, match=r"'training.acquisition_mode.sed' \(did you mean 'seed'\?\)"):
@@ -116,7 +119,7 @@ def test_config_reference_doc_is_current():
 
 
 def test_presets_load_and_show(run_cli):
-    from neurocast.pipelines.common import PRESETS
+    from neurocast.presets_index import PRESETS
 
     presets = [p for p in PRESETS.rglob("*.yaml") if not p.name.startswith("_")]
     assert len(presets) >= 6
@@ -134,3 +137,11 @@ def test_bare_preset_names_resolve_like_paths(run_cli):
     assert code == 0 and "task: fly_simulation" in out
     code, _, err = run_cli("config", "show", "latent_20stepp")
     assert code == 2 and "neither here nor a preset" in err
+
+
+def test_derived_quantities_of_the_latent_training_config():
+    from neurocast.schema.latent import LatentTraining
+
+    t = LatentTraining(time_units=5, evolve_multiple_steps=3, intermediate_loss_steps=[2, 4])
+    assert (t.window, t.loss_multiples, t.loss_steps) == (15, [5, 10, 15], [2, 4, 5, 10, 15])
+    assert "window" not in t.model_dump()  # derived, never a key of a config file

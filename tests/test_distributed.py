@@ -18,7 +18,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny_fly, tm
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "NEUROCAST_QUIET": "1", "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, "-m", "neurocast", "train", str(path), "--runs-dir", str(tmp_path / "one")],
+    single = subprocess.run([sys.executable, "-m", "neurocast", "train", str(path), "--runs-dir",
+                             str(tmp_path / "one")],
                             capture_output=True, text=True, env=env, timeout=600)
     assert single.returncode == 0, single.stderr
     multi = subprocess.run(
@@ -28,7 +29,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny_fly, tm
     )
     assert multi.returncode == 0, multi.stderr[-3000:]
     one = Path(single.stdout.strip().splitlines()[-1])
-    two_lines = [l for l in multi.stdout.strip().splitlines() if l.strip()]
+    two_lines = [line for line in multi.stdout.strip().splitlines() if line.strip()]
     two = Path(two_lines[-1])
     assert two.parent == tmp_path / "two" / "test_latent"
     # only rank 0 wrote: exactly one run directory
@@ -99,9 +100,9 @@ def test_gpu_check_script_runs_its_comparisons(tiny_fly, tiny_rnn, tmp_path):
     """`make gpu-check` on the CPU (its plumbing; the GPU itself is checked by users who have one)."""
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, str(script), "--device", "cpu", "--checks", "single,bf16", "--fly", str(tiny_fly),
-                          "--rnn", str(tiny_rnn), "--out", str(tmp_path)], capture_output=True, text=True, env=env,
-                         timeout=600)
+    out = subprocess.run([sys.executable, str(script), "--device", "cpu", "--checks", "single,bf16",
+                          "--fly", str(tiny_fly), "--rnn", str(tiny_rnn), "--out", str(tmp_path)],
+                         capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
     assert [ln.split()[0] for ln in lines[:-1]] == ["PASS", "PASS"] and lines[-1] == "all checks passed"
@@ -110,6 +111,6 @@ def test_gpu_check_script_runs_its_comparisons(tiny_fly, tiny_rnn, tmp_path):
 
     assert gpu_check.compare("x", [1.0, 2.0], [1.0, 2.1], 1e-3) is False  # a real difference fails
     assert gpu_check.compare("x", [1.0, float("nan")], [1.0, 2.0], 1.0) is False
-    bad = subprocess.run([sys.executable, str(script), "--device", "cpu", "--checks", "single,fast"], capture_output=True,
-                         text=True, env=env, timeout=60)
+    bad = subprocess.run([sys.executable, str(script), "--device", "cpu", "--checks", "single,fast"],
+                         capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 2 and "--checks: unknown fast" in bad.stderr

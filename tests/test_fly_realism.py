@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from neurocast.config import load_task_config
+from conftest import TINY_FLY, shared
 from neurocast.errors import ConfigError, DataError
 from neurocast.sim.fly_diagnostics import DS_TYPES, DiagnosticsSpec, diagnose, dsi_from_peaks, dsi_table
 from neurocast.sim.fly_network import build_network
 from neurocast.sim.fly_params import default_parameters
 from neurocast.sim.flyvis_pretrained import load_flyvis_parameters
-
-from conftest import TINY_FLY, shared
+from neurocast.tasks import load_task_config
 
 
 def _ensemble():
@@ -42,7 +41,8 @@ def test_member_000_reproduces_its_per_type_values_exactly():
     # an edge weight is sign x exp(log count) x strength, the count of its (pair, offset)
     k = net.edge_type_keys.index(("R1", "L1"))
     e = np.flatnonzero(net.edge_type == k)[0]
-    np.testing.assert_allclose(p.edge_weights(net)[e], -40 * raw["edges_syn_strength"].numpy()[pairs.index(k)], rtol=1e-5)
+    np.testing.assert_allclose(p.edge_weights(net)[e], -40 * raw["edges_syn_strength"].numpy()[pairs.index(k)],
+                               rtol=1e-5)
 
 
 def _fake_model(tmp_path, network: dict, name="model"):
@@ -81,7 +81,8 @@ def test_bad_flyvis_files_give_one_line_errors(tmp_path):
         d.mkdir()
         torch.save({"model": {}}, d / "best_chkpt")
         load_flyvis_parameters(d, net)
-    with pytest.raises(DataError, match=r"is not a flyvis model directory: it has no best_chkpt \(an ensemble directory"):
+    with pytest.raises(DataError,
+                       match=r"is not a flyvis model directory: it has no best_chkpt \(an ensemble directory"):
         load_flyvis_parameters(ens, net)
     with pytest.raises(DataError, match=r"has no member 077 \(it holds 000\.\.049 \(50 members\)\)"):
         load_flyvis_parameters(ens, net, member=77)
@@ -99,7 +100,8 @@ def test_simulation_config_names_its_parameters(tmp_path):
     # the gain heuristic belongs to the untrained initialisation only
     with pytest.raises(ConfigError, match="network.excitatory_gain shapes flyvis's untrained initialisation"):
         load_task_config(dict(TINY_FLY, network={"extent": 1, "excitatory_gain": 0.9}))
-    untrained = load_task_config(dict(TINY_FLY, network={"extent": 1, "parameters": "untrained", "excitatory_gain": 0.9}))
+    untrained = load_task_config(dict(TINY_FLY,
+                                      network={"extent": 1, "parameters": "untrained", "excitatory_gain": 0.9}))
     assert untrained.network.parameters == "untrained"
 
 
@@ -115,7 +117,8 @@ def test_dsi_of_a_hand_made_tuning_curve():
     peaks[:, 1, :, 0] = 3.0                             # sum 12, vector 0
     table = dsi_table(peaks, angles)
     assert table["T4a"]["dsi_on"] == pytest.approx(2 / 12) and table["T4a"]["dsi_off"] == pytest.approx(0.0)
-    assert table["T4a"]["dsi"] == table["T4a"]["dsi_on"] and table["T4a"]["preferred_direction_deg"] == pytest.approx(90.0)
+    assert (table["T4a"]["dsi"] == table["T4a"]["dsi_on"]
+            and table["T4a"]["preferred_direction_deg"] == pytest.approx(90.0))
     assert table["T5a"]["dsi"] == 0.0  # silent cell: DSI 0, not NaN
 
 

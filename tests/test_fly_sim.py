@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from neurocast.config import load_task_config
 from neurocast.data import load_recordings
 from neurocast.errors import ConfigError, DataError
 from neurocast.sim.fly_dynamics import FlySimulator, FlyState
 from neurocast.sim.fly_network import build_network, connectome_path, fill_hull, hex_columns
 from neurocast.sim.fly_params import default_parameters, load_parameters, parameters_to_dict, scale_gains
 from neurocast.sim.fly_simulation import simulate_fly
+from neurocast.tasks import load_task_config
 
 
 @pytest.mark.parametrize("extent, nodes, edges", [(4, 3865, 110794), (8, 13741, 434112), (15, 45669, 1513231)])

@@ -6,10 +6,10 @@ import torch
 
 from conftest import shared
 from neurocast.data import Recording
+from neurocast.data.forecast_batch import ForecastBatch, SessionTable
 from neurocast.data.forecast_data import prepare_sessions, session_table, split_pieces
 from neurocast.errors import DataError
 from neurocast.eval.forecast_eval import aggregate, evaluate_sessions
-from neurocast.models.forecast_base import ForecastBatch, SessionTable
 from neurocast.models.poco import POCO
 from neurocast.schema.forecast import ForecastData, PocoConfig
 
@@ -179,7 +179,8 @@ def test_held_out_sessions_never_enter_training_batches():
     from neurocast.train.forecast_task import ForecastTask
 
     cfg = data_cfg(held_out_sessions=["d/b"])
-    sessions = prepare_sessions([("d", [rec(400, 3, "a"), rec(400, 4, "b", seed=1), rec(400, 5, "c", seed=2)], None)], cfg)
+    sessions = prepare_sessions([("d", [rec(400, 3, "a"), rec(400, 4, "b", seed=1), rec(400, 5, "c", seed=2)], None)],
+                                cfg)
     table = session_table(sessions, 1)
     assert table.names == ["d/a", "d/c"]
     from neurocast.schema.forecast import ForecastTraining
@@ -210,7 +211,8 @@ def test_celegans_training_run_end_to_end(run_cli, tmp_path):
     assert path.startswith(str(run))
     summary = json.loads((__import__("pathlib").Path(path) / "summary.json").read_text())
     assert set(summary["sessions"]) == {f"celegans/{s}" for s in
-                                        ("2022-01-16-01", "2022-07-26-31", "2022-07-26-38", "2022-07-27-31", "2022-07-27-38", "2022-08-02-31")}
+                                        ("2022-01-16-01", "2022-07-26-31", "2022-07-26-38", "2022-07-27-31",
+                                         "2022-07-27-38", "2022-08-02-31")}
     seed_dir = __import__("pathlib").Path(path) / "seeds" / "0"
     for f in ("figures/per_horizon_error.png", "figures/session_scores.png", "figures/forecast_traces.png",
               "figures/val_predictions.npz", "checkpoints/best.pt", "summary.json"):

@@ -33,7 +33,8 @@ def test_whole_recording_fits_on_every_frame_and_train_on_training_frames_only()
     z = np.zeros((1000, 1))
     z[601, 0] = 100.0
     spec = {"normalization": "none", "filter": {"kind": "lowpass", "high_hz": 0.2}}
-    (leak,) = prepare_sessions([("d", [Recording(z, 0.5, session="a")], None)], cfg(normalization_fit="whole_recording", **spec))
+    (leak,) = prepare_sessions([("d", [Recording(z, 0.5, session="a")], None)],
+                               cfg(normalization_fit="whole_recording", **spec))
     (clean,) = prepare_sessions([("d", [Recording(z, 0.5, session="a")], None)], cfg(**spec))
     assert np.abs(leak.data[590:600]).max() > 0.1 and np.abs(clean.data[:600]).max() == 0
     assert normalization_protocol(cfg())["leaking"] is False

@@ -241,7 +241,8 @@ def test_wormwideweb_folder_matches_neurons_by_identity(tmp_path, run_cli):
 @pytest.mark.parametrize("change, message", [
     ({"trace_array": [[0.1, 0.2], [0.3]], "num_neurons": 2, "labeled": {}},
      r"trace_array is ragged: row 1 has 1 values, row 0 has 2"),
-    ({"trace_array": [[0.1, None, 0.3]] * 5}, r"trace_array contains 5 non-finite value\(s\); first is NaN at frame 1, column 0 \(id 'AVAL'\)"),
+    ({"trace_array": [[0.1, None, 0.3]] * 5},
+     r"trace_array contains 5 non-finite value\(s\); first is NaN at frame 1, column 0 \(id 'AVAL'\)"),
     ({"trace_array": [["a", "b"]] * 5}, r"trace_array must hold numbers only"),
     ({"num_neurons": 7}, r"trace_array has 5 rows \(neurons\) but num_neurons is 7"),
     ({"timestamp_confocal": [0.0, 0.6]}, r"timestamp_confocal has 2 entries but the trace has T=40 frames"),

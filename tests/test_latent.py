@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from conftest import latent_config
-from neurocast.config import load_task_config
 from neurocast.data.acquisition import Acquisition
 from neurocast.data.connectome import Connectome
 from neurocast.data.latent_windows import Batch, LatentWindows
 from neurocast.errors import ConfigError, TrainingError
 from neurocast.models.latent import LatentModel
 from neurocast.schema.latent import LatentModelConfig
+from neurocast.tasks import load_task_config
 from neurocast.train.latent_objective import Augmentation, active_multiples, augmentation_loss, unroll_losses
 
 
@@ -132,7 +132,8 @@ def test_seed_command_lines_and_invalid_combinations(tiny_fly):
                                   "--training.acquisition-mode.seed", "42"])
     assert cfg.training.acquisition_mode.seed == 42
     with pytest.raises(ConfigError, match="intermediate_loss_steps need every frame observed"):
-        load_task_config(base, ["--training.acquisition-mode.mode", "time_aligned", "--training.intermediate-loss-steps", "3"])
+        load_task_config(base, ["--training.acquisition-mode.mode", "time_aligned",
+                                "--training.intermediate-loss-steps", "3"])
     with pytest.raises(ConfigError, match="unconnected_to_zero is not defined for staggered_random"):
         load_task_config(base, ["--training.acquisition-mode.mode", "staggered_random",
                                 "--training.unconnected-to-zero.num-neurons", "10"])
@@ -186,7 +187,8 @@ def test_poison_is_caught_when_a_mode_reads_every_frame(tiny_fly, monkeypatch):
     """Control: the same poisoning makes an all-frames run diverge, so the test above can fail."""
     _poison(monkeypatch, staggered=False)
     real_mask = Acquisition.mask
-    monkeypatch.setattr(Acquisition, "mask", lambda self, a, b: (np.arange(a, b)[:, None] % 5 == 0) & np.ones((1, self.n_neurons), bool))
+    monkeypatch.setattr(Acquisition, "mask",
+                        lambda self, a, b: (np.arange(a, b)[:, None] % 5 == 0) & np.ones((1, self.n_neurons), bool))
     cfg, task = _task(tiny_fly, ["--training.epochs", "1"])
     with pytest.raises(TrainingError, match="loss is not finite"):
         _trainer(cfg, task).fit()
@@ -281,7 +283,8 @@ def test_sigterm_stops_after_the_epoch_and_resume_completes(tiny_fly, tmp_path):
     cfg.write_text(yaml.safe_dump(latent_config(tiny_fly)))
     env = {**os.environ, "NEUROCAST_QUIET": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "neurocast", "train", str(cfg), "--training.epochs", "50", "--runs-dir", str(tmp_path / "runs")],
+        [sys.executable, "-m", "neurocast", "train", str(cfg), "--training.epochs", "50", "--runs-dir",
+         str(tmp_path / "runs")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     deadline = time.time() + 120

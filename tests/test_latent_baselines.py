@@ -76,10 +76,9 @@ def test_stimulus_ridge_recovers_a_known_filter_from_observed_frames_only():
 
 
 def test_initial_state_ablation_is_the_rollout_from_the_training_mean(tiny_fly):
-    from neurocast.config import load_task_config
-    from neurocast.pipelines.latent import build
-
     from conftest import latent_config
+    from neurocast.pipelines.latent import build
+    from neurocast.tasks import load_task_config
 
     cfg = load_task_config(latent_config(tiny_fly, time_units=5, evolve_multiple_steps=2, epochs=0))
     _, task = build(cfg, torch.device("cpu"))
@@ -114,7 +113,8 @@ def test_per_neuron_metrics_weight_every_neuron_and_guard_silent_ones():
     inputs = np.array([True, False, False, False])
     sq = np.array([2.0, 0.5, 5.0, 0.05])  # squared error per neuron
     per = {g: sq for g in SEGMENTS}
-    r = _result({"model": np.ones((1, 6)), "constant": np.ones((1, 6))}, {"model": per, "constant": per}, var, silent, inputs)
+    r = _result({"model": np.ones((1, 6)), "constant": np.ones((1, 6))}, {"model": per, "constant": per}, var, silent,
+                inputs)
     # own-variance units: 0.5, 0.5, (silent: out), 0.2 -> mean 0.4; without the input neuron: 0.35
     assert r.per_neuron_mse("model", "overall") == pytest.approx(0.4)
     assert r.per_neuron_mse("model", "overall", exclude_inputs=True) == pytest.approx(0.35)

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from conftest import TINY_RNN, forecast_config, latent_config
-from neurocast.config import load_task_config
 from neurocast.errors import DataError
+from neurocast.tasks import load_task_config
 
 # a live process that owns a run (as a training process does); a neurocast without run
 # ownership has nothing to take, and then the tests below show the second writer getting in
@@ -189,7 +189,8 @@ def test_sweep_reports_a_trial_held_by_a_live_process_as_running_and_never_resta
         stop(holder)
     assert code == 1 and "still running in another process" in err
     assert (trial / "metrics.jsonl").read_bytes() == before
-    assert not list(trial.parent.glob("*.failed-*")) and not (trial.parent.parent / "logs" / f"{trial.name}.log").exists()
+    assert (not list(trial.parent.glob("*.failed-*"))
+            and not (trial.parent.parent / "logs" / f"{trial.name}.log").exists())
 
 
 def test_sweep_resumes_an_interrupted_forecasting_trial_instead_of_restarting_it(tiny_rnn, tmp_path, run_cli,
@@ -283,7 +284,8 @@ def test_a_missing_emptied_or_changed_chunk_is_an_error_naming_store_array_and_f
             data = bytearray(chunk.read_bytes())
             data[len(data) // 2] ^= 0xFF
             chunk.write_bytes(bytes(data))
-        with pytest.raises(DataError, match=rf"store {path} is damaged: array 'channels/activity' frames \[1024, 1536\)"):
+        with pytest.raises(DataError,
+                           match=rf"store {path} is damaged: array 'channels/activity' frames \[1024, 1536\)"):
             open_recording(path).read()  # missing/emptied: on opening; changed bytes: when read
         code, out, err = run_cli("data", "verify", path)
         assert code == 2 and len(err.strip().splitlines()) == 1 and str(path) in err

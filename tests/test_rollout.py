@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from conftest import latent_config
-from neurocast.config import load_task_config
 from neurocast.eval.early_stopping import EarlyStopping
 from neurocast.eval.metrics import stable_horizon, variance_explained
 from neurocast.eval.rollout import SEGMENTS, RolloutResult, latent_rollout
 from neurocast.models.latent import LatentModel
 from neurocast.schema.latent import LatentModelConfig
+from neurocast.tasks import load_task_config
 
 
 def test_metric_functions_match_hand_computation():
@@ -168,12 +168,14 @@ def test_demo_writes_report_with_figures(tiny_fly, tmp_path, monkeypatch):
         "--data.cross-validation", "[{recording: cv, name: motion}]",
         "--data.split.train-end", "8000", "--data.split.validation-start", "8000",
         "--data.split.validation-end", "10000",
-        "--training.epochs", "2", "--training.reconstruction-warmup-epochs", "1", "--training.data-passes-per-epoch", "1",
+        "--training.epochs", "2", "--training.reconstruction-warmup-epochs", "1",
+        "--training.data-passes-per-epoch", "1",
         "--eval.horizon", "300", "--eval.n-starts", "3", "--runs-dir", str(tmp_path / "runs"),
     ])
     text = report.read_text()
     assert report.name == "report.md" and "## Does the model beat the strongest simple baselines?" in text
-    assert "How to read" in text and "stimulus-only ridge" in text and "Verdict" in text and "Network parameters" in text
+    assert ("How to read" in text and "stimulus-only ridge" in text and "Verdict" in text
+            and "Network parameters" in text)
     images = [line.split("(", 1)[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
     assert len(images) >= 9
     for rel in images:

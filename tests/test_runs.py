@@ -48,7 +48,8 @@ def test_create_at_never_overwrites(tmp_path):
 def test_status_on_error_marks_failed_or_terminated_and_reraises(tmp_path):
     import pytest
 
-    for exc, status in ((ValueError("boom"), "failed"), (KeyboardInterrupt(), "terminated"), (SystemExit(1), "terminated")):
+    for exc, status in ((ValueError("boom"), "failed"), (KeyboardInterrupt(), "terminated"),
+                        (SystemExit(1), "terminated")):
         run = RunDir.create(tmp_path, type(exc).__name__, "x: 1\n", "000000")
         run.set_status("running")
         with pytest.raises(type(exc)), run.status_on_error():

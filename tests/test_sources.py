@@ -45,7 +45,8 @@ def test_zebrafish_csv_needs_dt_and_reads_neurons_as_rows():
 def test_ragged_csv_names_file_and_row(tmp_path):
     f = tmp_path / "fish_activity_matrix.csv"
     f.write_text("0.1,0.2,0.3\n0.4,0.5\n0.6,0.7,0.8\n")
-    with pytest.raises(DataError, match=r"fish_activity_matrix.csv: ragged activity matrix: row 2 has 2 values, row 1 has 3"):
+    with pytest.raises(DataError,
+                       match=r"fish_activity_matrix.csv: ragged activity matrix: row 2 has 2 values, row 1 has 3"):
         load_recordings(f, dt=0.1)
     f.write_text("0.1,0.2\n0.4,abc\n")
     with pytest.raises(DataError, match=r"row 2, column 2: 'abc' is not a number"):

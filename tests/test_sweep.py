@@ -69,7 +69,8 @@ def test_a_failing_trial_is_reported_and_the_rest_finish_then_retried(tiny_fly, 
     code, out, err = run_cli(*args)
     assert code == 1
     folder = Path(out.strip().splitlines()[-1])
-    status = {p.name: (p / "status").read_text().strip() for p in (folder / "trials").iterdir() if (p / "status").exists()}
+    status = {p.name: (p / "status").read_text().strip() for p in (folder / "trials").iterdir()
+              if (p / "status").exists()}
     good = next(n for n in status if "Adam" in n and "NoSuch" not in n)
     assert status[good] == "complete"
     assert "1 trial(s) failed" in err and "NoSuchOptimizer" in err
@@ -135,10 +136,12 @@ def test_experiments_and_run_by_name(tmp_path, run_cli, tiny_fly, monkeypatch):
 def test_analysis_fans_out_over_a_sweep(tiny_fly, tmp_path, run_cli):
     exp = _config(tmp_path, tiny_fly)
     code, out, err = run_cli("sweep", exp, "--grid", "training.learning_rate=0.001,0.002",
-                             "--runs-dir", tmp_path / "runs", "--name", "an", "--training.save-checkpoint-every-n-epochs", "1")
+                             "--runs-dir", tmp_path / "runs", "--name", "an",
+                             "--training.save-checkpoint-every-n-epochs", "1")
     assert code == 0, err
     folder = Path(out.strip().splitlines()[-1])
-    code, out, err = run_cli("analyze", folder, "--epochs", "1,final", "--horizon", "40", "--starts", "2", "--jobs", "2")
+    code, out, err = run_cli("analyze", folder, "--epochs", "1,final", "--horizon", "40", "--starts", "2", "--jobs",
+                             "2")
     assert code == 0, err
     for trial in (folder / "trials").iterdir():
         assert (trial / "analysis" / "epoch_0001" / "metrics.json").exists()

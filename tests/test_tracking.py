@@ -2,7 +2,7 @@ import sys
 import types
 
 from conftest import latent_config
-from neurocast.config import load_task_config
+from neurocast.tasks import load_task_config
 
 
 def test_tensorboard_by_default_and_wandb_offline_when_enabled(tiny_fly, tmp_path, monkeypatch):

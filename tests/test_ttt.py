@@ -6,20 +6,14 @@ import pytest
 import torch
 
 from conftest import forecast_config
-from neurocast.config import load_task_config
-from neurocast.models.forecast_base import ForecastBatch, SessionTable
+from neurocast.data.forecast_batch import ForecastBatch, SessionTable
+from neurocast.eval.inner_loop import inner_loop
+from neurocast.eval.metrics import masked_mse
+from neurocast.models.functional import adaptable, double_backward_attention, fast_init, forward_with, localise
 from neurocast.models.poco import POCO
 from neurocast.schema.forecast import PocoConfig
+from neurocast.tasks import load_task_config
 from neurocast.train.meta_task import support_query_split
-from neurocast.train.ttt import (
-    adaptable,
-    double_backward_attention,
-    fast_init,
-    forward_with,
-    inner_loop,
-    localise,
-    masked_mse,
-)
 
 
 def tiny_poco(dtype=torch.float64):
@@ -51,7 +45,7 @@ def meta_loss(model, support, query, create_graph, steps=2, lr=0.5):
     with double_backward_attention(create_graph):
         fast = adaptable(model, fast_init(model, support.x.shape[2], "learned"), "embeddings")
         fast, _ = inner_loop(model, fast, support, steps, lr, create_graph=create_graph)
-        return masked_mse(forward_with(model, fast, query), query.y, query.unit_mask)
+        return masked_mse(forward_with(model, fast, query), query.y, query.unit_mask, per_unit=True)
 
 
 def test_inner_steps_change_the_adapted_parameters_and_only_those():
@@ -157,7 +151,8 @@ def test_standard_training_then_adapt_cli(tiny_rnn, tmp_path, run_cli):
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(forecast_config(tiny_rnn)))
-    code, out, err = run_cli("train", cfg, "--data.held-out-sessions", "rnn/session_04", "--runs-dir", tmp_path / "runs")
+    code, out, err = run_cli("train", cfg, "--data.held-out-sessions", "rnn/session_04", "--runs-dir",
+                             tmp_path / "runs")
     assert code == 0, err
     run = __import__("pathlib").Path(out.strip().splitlines()[-1])
     summary = json.loads((run / "seeds" / "0" / "summary.json").read_text())

@@ -16,8 +16,9 @@ from neurocast.errors import NeurocastError, storage_error
 
 
 @contextmanager
-def replaced_atomically(path: str | os.PathLike,
-                        describe: Callable[[BaseException, Path], NeurocastError | None] = storage_error) -> Iterator[Path]:
+def replaced_atomically(
+    path: str | os.PathLike, describe: Callable[[BaseException, Path], NeurocastError | None] = storage_error
+) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; once the block has written it, it replaces
     ``path``. ``describe(exc, path)`` turns a failure into a user-facing error (None: re-raise)."""
     path = Path(path)

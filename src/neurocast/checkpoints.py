@@ -87,7 +87,8 @@ def _write_error(exc: BaseException, path: Path, payload: dict[str, Any]) -> Sto
             free = None
         if free is not None and free < 2 * _nbytes(payload) + 2**20:
             return StorageError(f"cannot write checkpoint {path}: no space left on device (disk full, "
-                                f"{free / 2**20:.1f} MiB free, the checkpoint needs ~{_nbytes(payload) / 2**20:.1f} MiB)")
+                                f"{free / 2**20:.1f} MiB free, the checkpoint needs ~{_nbytes(payload) / 2**20:.1f} "
+                                "MiB)")
         return StorageError(f"cannot write checkpoint {path}: the write failed ({text.splitlines()[0]}); "
                             "is the disk full or over its quota?")
     return None

@@ -164,14 +164,16 @@ def _field_names(models: list[type[BaseModel]]) -> list[str]:
     return names
 
 
-def _closest(name: str, options: Sequence[str]) -> str:
+def closest(name: str, options: Sequence[str]) -> str:
+    """' (did you mean X?)' for the option closest to ``name``, else the list of options (or '')."""
     match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
     if match:
         return f" (did you mean {match[0]!r}?)"
     return f" (valid keys: {', '.join(options)})" if options else ""
 
 
-def _norm(key: str) -> str:
+def norm_key(key: str) -> str:
+    """A key as the schema spells it (hyphens written as underscores)."""
     return key.replace("-", "_")
 
 
@@ -188,7 +190,8 @@ def parse_override_tokens(tokens: Sequence[str]) -> list[tuple[str, list[str], b
                 raise ConfigError(f"override {tok!r}: missing key")
             out.append((key, [value] if eq else [], bool(eq)))
         elif ":" in tok and not out and "/" not in tok:
-            raise ConfigError(f"override {tok!r}: write it as --key value (e.g. --training.acquisition-mode.mode time_aligned)")
+            raise ConfigError(f"override {tok!r}: write it as --key value (e.g. --training.acquisition-mode.mode "
+                              "time_aligned)")
         else:
             if not out:
                 raise ConfigError(f"unexpected argument {tok!r}: overrides look like --section.key value")
@@ -244,7 +247,7 @@ def _resolve_key(schema: type[BaseModel], dotted: str,
     for i, raw in enumerate(parts):
         here = ".".join(str(p) for p in path) or "<top level>"
         if models:
-            name = _norm(raw)
+            name = norm_key(raw)
             fields = {}
             for m in models:
                 for n, f in m.model_fields.items():
@@ -255,7 +258,7 @@ def _resolve_key(schema: type[BaseModel], dotted: str,
                     path.append(name[3:])
                     return path, Literal["__negated_bool__"]
                 full = ".".join([*map(str, path), name])
-                raise ConfigError(f"override --{dotted}: unknown config key {full!r}{_closest(name, list(fields))}")
+                raise ConfigError(f"override --{dotted}: unknown config key {full!r}{closest(name, list(fields))}")
             path.append(name)
             annotation = fields[name].annotation
         elif _is_list(annotation):
@@ -286,17 +289,17 @@ def _match_dict_keys(data: Any, path: list[str | int], dict_keys: dict[int, bool
     for i, key in enumerate(path):
         if i in dict_keys:
             existing = list(node) if isinstance(node, dict) else []
-            match = next((k for k in (key, _norm(str(key))) if k in existing), None)
+            match = next((k for k in (key, norm_key(str(key))) if k in existing), None)
             if match is None:
-                match = next((k for k in existing if _norm(str(k)) == _norm(str(key))), None)
+                match = next((k for k in existing if norm_key(str(k)) == norm_key(str(key))), None)
             if match is None:
                 where = ".".join(str(p) for p in out)
                 if dict_keys[i]:
                     listed = f"; its entries: {', '.join(map(str, existing))}" if existing else ""
                     raise ConfigError(f"override --{dotted}: {where} has no entry {key!r}"
-                                      f"{_closest(_norm(str(key)), [str(k) for k in existing]) if existing else ''}"
+                                      f"{closest(norm_key(str(key)), [str(k) for k in existing]) if existing else ''}"
                                       f"{listed} (add new entries in the config file)")
-                match = _norm(str(key))
+                match = norm_key(str(key))
             key = match
         out.append(key)
         if isinstance(node, dict):
@@ -428,7 +431,7 @@ def _describe_error(schema: type[BaseModel], err: dict[str, Any]) -> str:
     if kind == "extra_forbidden":
         models, _, _ = _field_at(schema, loc[:-1])
         names = _field_names(models or [schema])
-        return f"unknown config key {dotted!r}{_closest(str(loc[-1]), names)}"
+        return f"unknown config key {dotted!r}{closest(str(loc[-1]), names)}"
     msg = err.get("msg", "invalid value")
     if kind == "missing":
         return f"{dotted}: required key is missing"
@@ -461,52 +464,3 @@ def load_config(
         data, origin = read_yaml(source), f"config {source}"
     data = apply_overrides(data, overrides, schema)
     return validate(schema, data, origin)
-
-
-# ---------------------------------------------------------------------------- task registry
-
-#: task name -> "module:Class" of its root schema (imported lazily: config show stays fast).
-TASKS: dict[str, str] = {}
-
-
-def register_task(task: str, target: str) -> None:
-    TASKS[task] = target
-
-
-def task_schema(task: str) -> type[BaseModel]:
-    import importlib
-
-    if task not in TASKS:
-        raise ConfigError(f"unknown task {task!r}{_closest(task, sorted(TASKS))}")
-    module, _, cls = TASKS[task].partition(":")
-    return getattr(importlib.import_module(module), cls)
-
-
-def _task_of(data: Mapping[str, Any], overrides: Sequence[str], origin: str) -> str:
-    task = data.get("task")
-    for key, values, _ in parse_override_tokens(overrides):
-        if _norm(key) == "task" and values:
-            task = values[-1]
-    if task is None:
-        raise ConfigError(f"{origin}: required key 'task' is missing (one of {', '.join(sorted(TASKS))})")
-    return str(task)
-
-
-def load_task_config(source: str | os.PathLike | Mapping[str, Any], overrides: Sequence[str] = ()) -> BaseModel:
-    """Load any task's config: the ``task`` key picks the schema."""
-    if isinstance(source, Mapping):
-        data, origin = dict(source), "config"
-    else:
-        data, origin = read_yaml(source), f"config {source}"
-    schema = task_schema(_task_of(data, overrides, origin))
-    return validate(schema, apply_overrides(data, overrides, schema), origin)
-
-
-register_task("fly_simulation", "neurocast.schema.simulation:FlySimulationConfig")
-register_task("fly_task", "neurocast.schema.fly_task:FlyTaskConfig")
-register_task("latent", "neurocast.schema.latent:LatentExperiment")
-register_task("forecast", "neurocast.schema.forecast:ForecastExperiment")
-register_task("forecast_compare", "neurocast.schema.forecast:ForecastCompare")
-register_task("rnn_simulation", "neurocast.schema.rnn_simulation:RNNSimulationConfig")
-register_task("ttt_compare", "neurocast.schema.forecast:TTTCompare")
-register_task("sweep", "neurocast.schema.sweep:SweepConfig")

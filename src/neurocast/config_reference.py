@@ -12,7 +12,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from neurocast.config import TASKS, _dict_value, _list_item, _is_list, _models_in, _strip, task_schema
+from neurocast.config import _dict_value, _is_list, _list_item, _models_in, _strip
+from neurocast.tasks import TASKS, task_schema
 
 
 def _type_name(annotation: Any) -> str:
@@ -25,7 +26,7 @@ def _type_name(annotation: Any) -> str:
             return "section"
         return ann.__name__
     text = str(annotation).replace("typing.", "").replace("NoneType", "None")
-    for mod in ("neurocast.schema.latent.", "neurocast.schema.simulation.", "neurocast.sim.stimuli.",
+    for mod in ("neurocast.schema.latent.", "neurocast.schema.simulation.", "neurocast.schema.stimuli.",
                 "neurocast.schema.common.", "neurocast.schema.forecast."):
         text = text.replace(mod, "")
     return text.replace("|", "\\|")
@@ -62,7 +63,8 @@ def _rows(model: type[BaseModel], prefix: str, out: list[str], seen: set) -> Non
             for m in models:
                 tag = m.model_fields.get("mode") or m.model_fields.get("kind")
                 tags.append(repr(tag.default) if tag is not None else m.__name__)
-            out.append(f"| `{path}` | one of {', '.join(tags)} | {_default(field)} | {desc} (choose with `{path}.mode`) |")
+            out.append(f"| `{path}` | one of {', '.join(tags)} | {_default(field)} | {desc} (choose with "
+                       f"`{path}.mode`) |")
             for m in models:
                 _rows(m, path + ".", out, seen)
         else:

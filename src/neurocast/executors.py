@@ -121,7 +121,8 @@ def submit_slurm(commands: list[list[str]], name: str, log_dir: Path, cfg, dry_r
         params["additional_parameters"] = dict(cfg.extra)
     ex.update_parameters(**params)
     jobs = ex.map_array(run_command, commands)
-    return "submitted Slurm array: " + ", ".join(j.job_id for j in jobs[:1]) + (f" (+{len(jobs) - 1} tasks)" if len(jobs) > 1 else "")
+    more = f" (+{len(jobs) - 1} tasks)" if len(jobs) > 1 else ""
+    return "submitted Slurm array: " + ", ".join(j.job_id for j in jobs[:1]) + more
 
 
 def lsf_script(commands_file: Path, n: int, name: str, log_dir: Path, cfg) -> str:

@@ -77,8 +77,8 @@ def describe(info: dict[str, Any] | None) -> str:
     if not info:
         return "another process"
     cmd = info.get("command")
-    return (f"pid {info.get('pid')} on {info.get('host')}" + (f" (since {info['started']})" if info.get("started") else "")
-            + (f": {cmd}" if cmd else ""))
+    since = f" (since {info['started']})" if info.get("started") else ""
+    return f"pid {info.get('pid')} on {info.get('host')}{since}" + (f": {cmd}" if cmd else "")
 
 
 def _try_flock(fd: int) -> bool | None:

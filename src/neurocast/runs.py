@@ -184,6 +184,19 @@ class RunDir:
 
     # open / create
     @classmethod
+    def new(cls, path: str | os.PathLike | None, cfg, config_yaml: str | None = None, *, seed: int | None = None,
+            extra_env: dict[str, Any] | None = None) -> "RunDir":
+        """A new run directory for the experiment config ``cfg``: exactly ``path`` when given (sweeps,
+        ``--run-dir``: a new or empty folder), else a new one under ``cfg.runs_dir/cfg.name`` named by
+        time, commit and the hash of ``cfg``. It holds ``config_yaml`` (default: ``cfg`` itself)."""
+        from neurocast.config import config_hash, to_yaml
+
+        text = to_yaml(cfg) if config_yaml is None else config_yaml
+        if path is None:
+            return cls.create(cfg.runs_dir, cfg.name, text, config_hash(cfg), seed=seed, extra_env=extra_env)
+        return cls.create_at(path, text, seed=seed, extra_env=extra_env)
+
+    @classmethod
     def open(cls, path: str | os.PathLike) -> "RunDir":
         run = cls(Path(path).expanduser())
         if not run.path.is_dir():
@@ -241,6 +254,19 @@ class RunDir:
     def read_config(self) -> dict[str, Any]:
         """The run's config.yaml as a mapping (a damaged file is a one-line error naming it)."""
         return read_yaml_mapping(self.config_path, "run config")
+
+    def load_config(self):
+        """The run's config validated into its task's schema (the config the run used)."""
+        from neurocast.config import validate
+        from neurocast.tasks import task_schema
+
+        data = self.read_config()
+        return validate(task_schema(data.get("task")), data, f"config {self.config_path}")
+
+    def best_checkpoint(self, fallback: str = "final.pt") -> Path:
+        """``checkpoints/best.pt`` (best validation), or ``fallback`` in the same folder when there is none."""
+        best = self.checkpoints / "best.pt"
+        return best if best.exists() else self.checkpoints / fallback
 
     @classmethod
     def create(
@@ -351,6 +377,7 @@ class RunDir:
                                                      for m in records))
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """Every record of metrics.jsonl, in order (one dict per logged event; a line cut by a kill is skipped)."""
         if not self.metrics_path.exists():
             return []
         out = []
@@ -363,6 +390,7 @@ class RunDir:
         return out
 
     def set_status(self, status: str) -> None:
+        """Write the run's status: running, complete, failed or terminated (atomically)."""
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}")
         write_text_atomic(self.path / "status", status + "\n")
@@ -391,13 +419,16 @@ class RunDir:
 
     @property
     def status(self) -> str | None:
+        """The status written last (running / complete / failed / terminated), None before any."""
         p = self.path / "status"
         return p.read_text().strip() if p.exists() else None
 
     def write_summary(self, summary: dict[str, Any]) -> None:
+        """Write summary.json (atomically; NaN and Inf become null)."""
         write_json(self.summary_path, summary)
 
     def read_summary(self) -> dict[str, Any] | None:
+        """summary.json as a dict (the final numbers a run wrote), None before it finished."""
         if not self.summary_path.exists():
             return None
         return read_json(self.summary_path, "run summary")

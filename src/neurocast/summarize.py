@@ -6,9 +6,12 @@ shows only the hyperparameters whose values differ between runs, and the key met
 
 * latent: best and final validation loss, best epoch, and (if analysed) the stable
   horizon and roll-out MSE of the latent roll-out on every evaluated set;
-* forecasting: test score (mean over seeds), MSE and MAE per dataset, and the normalisation
+* forecasting: test score and MSE (mean over seeds) per dataset, and the normalisation
   protocol (``whole_recording (LEAKING)`` for the published POCO protocol);
+* adaptation comparisons: per method and budget the adapted score, the gain and steps-to-95%;
 * any run: status.
+
+Each task's metrics are its ``summary_row`` in the task registry (:mod:`neurocast.tasks`).
 
 It also writes ``summary.csv`` and ``summary_plots.png`` (each metric against each varied
 hyperparameter) into DIR. A run whose config.yaml or summary.json is damaged is skipped
@@ -28,6 +31,7 @@ from neurocast.errors import RunError
 from neurocast.progress import warn
 from neurocast.report.tables import fmt, format_table
 from neurocast.runs import RunDir, read_json, read_yaml_mapping
+from neurocast.tasks import task_spec
 
 IGNORED = ("runs_dir", "name", "description", "logging", "data.path", "data.datasets")
 
@@ -55,51 +59,72 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def metrics_of(run: Path) -> dict[str, Any]:
+    """The status and key metrics of one run: its task's summary row (see neurocast.tasks)."""
     summ = read_json(run / "summary.json", "run summary") if (run / "summary.json").exists() else {}
     if not isinstance(summ, dict):
         raise RunError(f"run summary {run / 'summary.json'} is damaged (not a JSON object)")
     m: dict[str, Any] = {"status": RunDir(run).live_status or "?"}
-    if summ.get("task") in ("forecast", "forecast_compare", "ttt_compare"):
-        proto = summ.get("protocol") or {}
-        fit = proto.get("normalization_fit", "train")
-        m["normalization_fit"] = f"{fit} (LEAKING)" if proto.get("leaking") else fit
-    if summ.get("task") == "latent":
-        m["best_val_loss"] = summ.get("best_val_loss")
-        m["final_val_loss"] = summ.get("final_val_loss")
-        m["best_epoch"] = summ.get("best_epoch")
-        ana = sorted((run / "analysis").glob("*/metrics.json")) if (run / "analysis").exists() else []
-        final = [a for a in ana if a.parent.name == "final"] or ana[-1:]
-        try:
-            am = read_json(final[0], "analysis") if final else {}
-        except RunError as exc:
-            warn(f"warning: ignoring the analysis of {run}: {exc}")
-            am = {}
-        if final:
-            for name, sets in am.get("rollouts", {}).items():
-                lat = sets.get("latent")
-                if lat:
-                    m[f"{name}/stable_horizon"] = lat.get("stable_horizon")
-                    m[f"{name}/rollout_mse"] = lat.get("mse_overall")
-                    best = (lat.get("best_linear") or {}).get("per_neuron_without_inputs", {})
-                    for seg, short in (("within_training_window", "in"), ("beyond_training_window", "beyond")):
-                        e = best.get(seg)
-                        if e:  # per-neuron MSE without the input cells, and its ratio to the best linear baseline
-                            m[f"{name}/pn_{short}"] = e["model"]
-                            m[f"{name}/pn_{short}_vs_linear"] = e["ratio"]
-    elif summ.get("task") in ("forecast", "forecast_compare"):
-        groups = summ.get("models") or {summ.get("experiment", "model"): summ}
-        for label, g in groups.items():
-            prefix = "" if len(groups) == 1 else f"{label}/"
-            for ds, d in g.get("datasets", {}).items():
-                if isinstance(d, dict) and "score" in d:
-                    m[f"{prefix}{ds}/test_score"] = d["score"]["mean"]
-                    m[f"{prefix}{ds}/test_mse"] = d["mse"]["mean"]
-    elif summ.get("task") == "ttt_compare":
-        for method, budgets in summ.get("methods", {}).items():
-            for b, e in budgets.items():
-                m[f"{method}/{b}/adapted_score"] = e["adapted"]["mean"]
-                m[f"{method}/{b}/gain"] = e["gain"]["mean"]
-                m[f"{method}/{b}/steps_to_95"] = e["steps_to_95"]
+    spec = task_spec(summ.get("task"))
+    if spec is not None and spec.summary_row is not None:
+        m.update(spec.get("summary_row")(run, summ))
+    return m
+
+
+def _protocol(summ: dict[str, Any]) -> dict[str, Any]:
+    """The normalisation protocol of a forecasting run (``whole_recording (LEAKING)`` for the published one)."""
+    proto = summ.get("protocol") or {}
+    fit = proto.get("normalization_fit", "train")
+    return {"normalization_fit": f"{fit} (LEAKING)" if proto.get("leaking") else fit}
+
+
+def latent_row(run: Path, summ: dict[str, Any]) -> dict[str, Any]:
+    """Best and final validation loss, best epoch and, if analysed, the latent roll-out of every set:
+    stable horizon, MSE, per-neuron MSE without the input cells and its ratio to the best linear baseline."""
+    m: dict[str, Any] = {"best_val_loss": summ.get("best_val_loss"), "final_val_loss": summ.get("final_val_loss"),
+                         "best_epoch": summ.get("best_epoch")}
+    ana = sorted((run / "analysis").glob("*/metrics.json")) if (run / "analysis").exists() else []
+    final = [a for a in ana if a.parent.name == "final"] or ana[-1:]
+    try:
+        am = read_json(final[0], "analysis") if final else {}
+    except RunError as exc:
+        warn(f"warning: ignoring the analysis of {run}: {exc}")
+        am = {}
+    if final:
+        for name, sets in am.get("rollouts", {}).items():
+            lat = sets.get("latent")
+            if lat:
+                m[f"{name}/stable_horizon"] = lat.get("stable_horizon")
+                m[f"{name}/rollout_mse"] = lat.get("mse_overall")
+                best = (lat.get("best_linear") or {}).get("per_neuron_without_inputs", {})
+                for seg, short in (("within_training_window", "in"), ("beyond_training_window", "beyond")):
+                    e = best.get(seg)
+                    if e:  # per-neuron MSE without the input cells, and its ratio to the best linear baseline
+                        m[f"{name}/pn_{short}"] = e["model"]
+                        m[f"{name}/pn_{short}_vs_linear"] = e["ratio"]
+    return m
+
+
+def forecast_row(run: Path, summ: dict[str, Any]) -> dict[str, Any]:
+    """The normalisation protocol and the test score and MSE (mean over seeds) per dataset (and model)."""
+    m = _protocol(summ)
+    groups = summ.get("models") or {summ.get("experiment", "model"): summ}
+    for label, g in groups.items():
+        prefix = "" if len(groups) == 1 else f"{label}/"
+        for ds, d in g.get("datasets", {}).items():
+            if isinstance(d, dict) and "score" in d:
+                m[f"{prefix}{ds}/test_score"] = d["score"]["mean"]
+                m[f"{prefix}{ds}/test_mse"] = d["mse"]["mean"]
+    return m
+
+
+def ttt_compare_row(run: Path, summ: dict[str, Any]) -> dict[str, Any]:
+    """The normalisation protocol and, per method and budget, the adapted score, the gain and steps-to-95%."""
+    m = _protocol(summ)
+    for method, budgets in summ.get("methods", {}).items():
+        for b, e in budgets.items():
+            m[f"{method}/{b}/adapted_score"] = e["adapted"]["mean"]
+            m[f"{method}/{b}/gain"] = e["gain"]["mean"]
+            m[f"{method}/{b}/steps_to_95"] = e["steps_to_95"]
     return m
 
 
@@ -129,6 +154,8 @@ def short_names(keys: list[str]) -> dict[str, str]:
 
 
 def collect(root: str | Path) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    """(varied hyperparameters, metric columns, one row per run) of every run below ``root``; runs whose
+    files are damaged are skipped with a warning."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise RunError(f"{root} is not a folder")
@@ -154,6 +181,8 @@ def collect(root: str | Path) -> tuple[list[str], list[str], list[dict[str, Any]
 
 
 def summarize(root: str | Path, as_json: bool = False, sort: str | None = None) -> list[dict[str, Any]]:
+    """Print the table of every run below ``root`` (or JSON with ``as_json``, sorted by the column ``sort``),
+    write ``summary.csv`` and ``summary_plots.png`` into it; returns the rows."""
     varied, metric_keys, rows = collect(root)
     table = [{"run": r["run"], **{k: r["config"].get(k) for k in varied}, **r["metrics"]} for r in rows]
     if sort is not None:
@@ -183,17 +212,17 @@ def summarize(root: str | Path, as_json: bool = False, sort: str | None = None) 
     return table
 
 
-def readable_table(table: list[dict[str, Any]], varied: list[str], metric_keys: list[str], width: int | None = None) -> str:
+def readable_table(table: list[dict[str, Any]], varied: list[str], metric_keys: list[str],
+                   width: int | None = None) -> str:
     """The table as is when it fits the terminal; otherwise with short column names, split into
     blocks that fit (each block repeats the run column), the long names listed under it."""
     import shutil
-
     import sys
 
     wrap = width is not None or sys.stdout.isatty() or "COLUMNS" in os.environ  # a file or pipe gets whole lines
     width = width or shutil.get_terminal_size((160, 40)).columns
     columns = [*varied, *metric_keys]
-    cells = {c: [fmt(t.get(c)) if not isinstance(t.get(c), str) else t.get(c) for t in table] for c in ["run", *columns]}
+    cells = {c: [t.get(c) if isinstance(t.get(c), str) else fmt(t.get(c)) for t in table] for c in ["run", *columns]}
     full = format_table(["run", *columns], [[cells[c][i] for c in ["run", *columns]] for i in range(len(table))])
     if not wrap or max(len(line) for line in full.splitlines()) <= width:
         return full

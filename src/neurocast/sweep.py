@@ -31,18 +31,16 @@ from typing import Any
 import yaml
 
 from neurocast.checkpoints import checkpoint_readable
-from neurocast.config import load_task_config, read_yaml
+from neurocast.config import read_yaml
 from neurocast.errors import ConfigError, NeurocastError, RunError
 from neurocast.executors import neurocast_argv, run_local, submit_lsf, submit_slurm
 from neurocast.locks import FileLock, describe
-from neurocast.pipelines.common import resolve_config_path
+from neurocast.presets_index import resolve_config_path
 from neurocast.progress import info, warn
 from neurocast.report.tables import format_table
 from neurocast.runs import RunDir, write_json
 from neurocast.schema.sweep import SweepConfig
-
-SEED_KEYS = {"latent": "training.seed", "forecast": "training.seeds", "forecast_compare": "training.seeds",
-             "ttt_compare": "training.seeds"}
+from neurocast.tasks import load_task_config, task_spec
 
 
 @dataclass
@@ -68,8 +66,12 @@ def _slug(v: Any) -> str:
 
 
 def expand(cfg: SweepConfig, task: str) -> list[Trial]:
-    if task not in SEED_KEYS:
-        raise ConfigError(f"sweeps run trainable experiments (latent, forecast, ...); {cfg.experiment} has task {task!r}")
+    """The trials of a sweep over an experiment of ``task``: every grid point, ``cfg.seeds`` times."""
+    spec = task_spec(task)
+    if spec is None or spec.seed_key is None:
+        raise ConfigError(f"sweeps run trainable experiments (latent, forecast, ...); {cfg.experiment} has task "
+                          f"{task!r}")
+    seed_key = spec.seed_key
     keys = list(cfg.grid)
     trials = []
     combos = list(itertools.product(*(cfg.grid[k] for k in keys))) or [()]
@@ -79,7 +81,6 @@ def expand(cfg: SweepConfig, task: str) -> list[Trial]:
             over = []
             for k, v in params.items():
                 over += [f"--{k}", _value_token(v)]
-            seed_key = SEED_KEYS[task]
             if cfg.seeds > 1:
                 over += [f"--{seed_key}", f"[{seed}]" if seed_key.endswith("seeds") else str(seed)]
             parts = [f"{k.split('.')[-1]}={_slug(v)}" for k, v in params.items()]
@@ -98,6 +99,7 @@ def sweep_folder(cfg: SweepConfig, experiment_data: dict) -> Path:
 
 
 def load_sweep(path: str | os.PathLike, overrides: list[str]) -> SweepConfig:
+    """A sweep YAML (a file or a preset name) with ``overrides`` applied, validated."""
     return load_task_config(resolve_config_path(path), overrides)
 
 
@@ -184,6 +186,8 @@ def set_aside(path: Path) -> None:
 
 
 def run_sweep(cfg: SweepConfig, dry_run: bool = False, jobs: int | None = None) -> tuple[Path, dict[str, Any]]:
+    """Run (or resume) every trial of a sweep; returns (sweep folder, {"trials", "failed", "running"} or, with
+    ``dry_run``, {"trials", "to_run"}). ``jobs``: trials at once on the local executor (default: the config's)."""
     folder, trials, exp_copy = prepare(cfg)
     driver = None
     if not dry_run:  # one driver per sweep (a second one would start the same trials)
@@ -193,6 +197,17 @@ def run_sweep(cfg: SweepConfig, dry_run: bool = False, jobs: int | None = None) 
     finally:
         if driver is not None:
             driver.release()
+
+
+def sweep_exit_status(result: dict[str, Any]) -> int:
+    """1 when a trial failed, was stopped or is still running elsewhere, else 0."""
+    return 1 if result.get("failed") or result.get("running") else 0
+
+
+def run_named_sweep(cfg: SweepConfig, run_path=None) -> tuple[Path, int]:
+    """`neurocast run NAME` of a sweep preset: (sweep folder, exit status)."""
+    folder, res = run_sweep(cfg)
+    return folder, sweep_exit_status(res)
 
 
 def _run(cfg, folder, trials, exp_copy, dry_run, jobs) -> tuple[Path, dict[str, Any]]:
@@ -237,7 +252,8 @@ def _run(cfg, folder, trials, exp_copy, dry_run, jobs) -> tuple[Path, dict[str, 
                      "-" if t.seed is None else str(t.seed), status or "empty"])
     print(format_table(["trial", "values", "seed", "status"], rows))
     if failed:
-        warn(f"{len(failed)} trial(s) failed: {', '.join(failed)} (logs in {folder / 'logs'}; re-run the sweep to retry)")
+        warn(f"{len(failed)} trial(s) failed: {', '.join(failed)} (logs in {folder / 'logs'}; re-run the sweep to "
+             "retry)")
     if stopped:
         warn(f"{len(stopped)} trial(s) stopped by a signal before finishing: {', '.join(stopped)} "
              "(re-run the sweep to resume them)")

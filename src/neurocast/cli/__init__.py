@@ -1,8 +1,9 @@
 """The ``neurocast`` command. It only parses arguments and wires library calls together.
 
 Conventions: bad input, and a disk, folder or permission that refuses a write, exit with
-status 2 and one line on stderr (a traceback only with ``--debug``); commands that create a run directory or a store print its path as the last
-line of standard output; progress and logs go to stderr.
+status 2 and one line on stderr (a traceback only with ``--debug``); commands that create a
+run directory or a store print its path as the last line of standard output; progress and
+logs go to stderr.
 """
 
 from __future__ import annotations
@@ -62,11 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     groups: dict[str, argparse._SubParsersAction] = {}
-    for (group, name), (help_, add_args, run) in sorted(COMMANDS.items(), key=lambda kv: (kv[0][0] or kv[0][1], kv[0][1])):
+    for (group, name), (help_, add_args, run) in sorted(COMMANDS.items(),
+                                                        key=lambda kv: (kv[0][0] or kv[0][1], kv[0][1])):
         target = sub
         if group is not None:
             if group not in groups:
-                gp = sub.add_parser(group, help=GROUP_HELP.get(group, group), description=GROUP_HELP.get(group), allow_abbrev=False)
+                gp = sub.add_parser(group, help=GROUP_HELP.get(group, group), description=GROUP_HELP.get(group),
+                                    allow_abbrev=False)
                 groups[group] = gp.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
                 groups[group].required = True
             target = groups[group]

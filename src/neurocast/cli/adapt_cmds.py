@@ -8,7 +8,8 @@ from neurocast.cli import emit_path, register
 
 
 def _adapt_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", help="a forecasting run (forecast, forecast_compare, ttt_compare) or a seeds/<s> directory")
+    p.add_argument("run_dir",
+                   help="a forecasting run (forecast, forecast_compare, ttt_compare) or a seeds/<s> directory")
     p.add_argument("--data", required=True, help="file or folder of the new session(s)")
     p.add_argument("--steps", type=int, default=None, help="adaptation steps (default: eval.adaptation.steps)")
     p.add_argument("--optimizer", choices=["adam", "sgd"], default=None,

@@ -7,6 +7,7 @@ import json
 
 from neurocast.cli import register
 
+
 def _data_info_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="a store (.zarr), an HDF5 or CSV session file, or a folder of them")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per session")
@@ -86,7 +87,6 @@ def _data_formats_args(p: argparse.ArgumentParser) -> None:
 @register("formats", "list the data formats (sources) neurocast reads", _data_formats_args, group="data")
 def _cmd_data_formats(args: argparse.Namespace) -> int:
     from neurocast.data import sources
-
     from neurocast.report.tables import format_table
 
     rows = [[name, getattr(src, "patterns", "-"), src.description] for name, src in sorted(sources().items())]
@@ -122,7 +122,8 @@ def _cmd_data_verify(args: argparse.Namespace) -> int:
     listed = (path / "COMPLETE").read_text().split()[1:] if (path / "COMPLETE").is_file() else []
     for name in listed:  # a simulated dataset names its stores: a missing or unrecognisable one is damage
         if not is_store(path / name):
-            problem = f"store {path / name} is {'missing' if not (path / name).exists() else 'not readable (no zarr.json)'}"
+            state = "missing" if not (path / name).exists() else "not readable (no zarr.json)"
+            problem = f"store {path / name} is {state}"
             rows.append({"store": str(path / name), "ok": False, "manifest": False, "problems": [problem], "files": 0,
                          "bytes": 0, "seconds": 0.0})
             bad.append((path / name, [problem]))

@@ -12,7 +12,8 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.epilog = (p.epilog or "") + " Overrides apply to the demo's experiment (configs/latent_20step.yaml)."
 
 
-@register("demo", "simulate the small fly visual system, train the tu=20 model, analyse it, write report.md", _demo_args)
+@register("demo", "simulate the small fly visual system, train the tu=20 model, analyse it, write report.md",
+          _demo_args)
 def _cmd_demo(args: argparse.Namespace) -> int:
     import signal
 

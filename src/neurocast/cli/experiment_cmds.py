@@ -31,25 +31,23 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 @register("run", "run a named experiment (train it, or simulate it for simulation presets)", _run_args)
 def _cmd_run(args: argparse.Namespace) -> int:
     from neurocast.cli.train_cmds import exit_status, train_from_config
-    from neurocast.config import load_task_config
     from neurocast.presets_index import find
+    from neurocast.tasks import load_task_config, task_spec
 
     cfg = load_task_config(find(args.name, args.presets_dir), args.overrides)
-    if cfg.task in ("fly_simulation", "rnn_simulation"):
+    spec = task_spec(cfg.task)
+    if spec.simulate is not None:
         from neurocast.sim import simulate
 
         emit_path(simulate(cfg, args.run_dir))
-    elif cfg.task == "sweep":
-        from neurocast.sweep import run_sweep
-
-        folder, res = run_sweep(cfg)
-        emit_path(folder)
-        return 1 if res.get("failed") or res.get("running") else 0
-    else:
-        run = train_from_config(cfg, args.run_dir)
-        emit_path(run.path)
-        return exit_status(run)
-    return 0
+        return 0
+    if spec.run is not None:
+        path, code = spec.get("run")(cfg, args.run_dir)
+        emit_path(path)
+        return code
+    run = train_from_config(cfg, args.run_dir)
+    emit_path(run.path)
+    return exit_status(run)
 
 
 def _sweep_args(p: argparse.ArgumentParser) -> None:
@@ -68,8 +66,8 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from neurocast.config import read_yaml
     from neurocast.errors import ConfigError
-    from neurocast.pipelines.common import resolve_config_path
-    from neurocast.sweep import load_sweep, run_sweep, sweep_from_cli
+    from neurocast.presets_index import resolve_config_path
+    from neurocast.sweep import load_sweep, run_sweep, sweep_exit_status, sweep_from_cli
 
     path = resolve_config_path(args.config)
     task = read_yaml(path).get("task")
@@ -93,7 +91,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                              runs_dir=args.runs_dir, name=args.name)
     folder, res = run_sweep(cfg, dry_run=args.dry_run, jobs=args.jobs)
     emit_path(folder)
-    return 1 if res.get("failed") or res.get("running") else 0
+    return sweep_exit_status(res)
 
 
 def _summarize_args(p: argparse.ArgumentParser) -> None:

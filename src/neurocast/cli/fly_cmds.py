@@ -17,10 +17,10 @@ def _train_task_args(p: argparse.ArgumentParser) -> None:
 @register("train-task", "train the fly network's parameters to estimate optic flow; prints the run directory",
           _train_task_args, group="fly")
 def _cmd_train_task(args: argparse.Namespace) -> int:
-    from neurocast.config import load_task_config
     from neurocast.errors import ConfigError
-    from neurocast.pipelines.common import resolve_config_path
     from neurocast.pipelines.fly_task import resume_fly_task, train_fly_task
+    from neurocast.presets_index import resolve_config_path
+    from neurocast.tasks import load_task_config
 
     if args.resume:
         if args.config or args.overrides:
@@ -37,8 +37,10 @@ def _cmd_train_task(args: argparse.Namespace) -> int:
 
 
 def _diagnose_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("target", help="a fly simulation config, a simulated dataset folder or a fly train-task run directory")
-    p.add_argument("--extent", type=int, default=None, help="diagnose on a network of this extent (default: the target's)")
+    p.add_argument("target",
+                   help="a fly simulation config, a simulated dataset folder or a fly train-task run directory")
+    p.add_argument("--extent", type=int, default=None,
+                   help="diagnose on a network of this extent (default: the target's)")
     p.add_argument("--output", default=None, help="folder for diagnostics.json/.md and the tuning figure")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     with_overrides(p)

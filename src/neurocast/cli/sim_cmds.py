@@ -16,8 +16,8 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
 @register("simulate", "simulate a dataset from a config and write it to the on-disk store (an existing one is "
           "verified against its checksums and reused)", _simulate_args)
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from neurocast.config import load_task_config
     from neurocast.sim import simulate
+    from neurocast.tasks import load_task_config
 
     cfg = load_task_config(args.config, args.overrides)
     emit_path(simulate(cfg, args.output, verify="full"))

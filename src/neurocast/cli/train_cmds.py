@@ -16,41 +16,27 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def train_from_config(cfg, run_path=None):
-    """Dispatch a validated experiment config to its pipeline; returns the run directory."""
-    task = getattr(cfg, "task", None)
-    if task == "latent":
-        from neurocast.pipelines.latent import train_latent
+    """Train a validated experiment config with its task's pipeline; returns the run directory."""
+    from neurocast.tasks import task_spec
 
-        return train_latent(cfg, run_path)
-    if task in ("forecast", "forecast_compare"):
-        from neurocast.pipelines.forecast import train_forecast
-
-        return train_forecast(cfg, run_path)
-    if task == "ttt_compare":
-        from neurocast.pipelines.ttt_compare import train_ttt_compare
-
-        return train_ttt_compare(cfg, run_path)
-    raise ConfigError(f"task {task!r} cannot be trained (use `neurocast simulate` for simulations)")
+    spec = task_spec(getattr(cfg, "task", None))
+    if spec is None or spec.train is None:
+        raise ConfigError(f"task {getattr(cfg, 'task', None)!r} cannot be trained (use `neurocast simulate` for "
+                          "simulations)")
+    return spec.get("train")(cfg, run_path)
 
 
 def resume_run(path):
+    """Continue the run at ``path`` with its task's pipeline; returns the run directory."""
     from neurocast.runs import RunDir
+    from neurocast.tasks import task_spec
 
     run = RunDir.open(path)
     task = run.read_config().get("task")
-    if task == "latent":
-        from neurocast.pipelines.latent import resume_latent
-
-        return resume_latent(run.path)
-    if task in ("forecast", "forecast_compare"):
-        from neurocast.pipelines.forecast import resume_forecast
-
-        return resume_forecast(run.path)
-    if task == "ttt_compare":
-        from neurocast.pipelines.ttt_compare import resume_ttt_compare
-
-        return resume_ttt_compare(run.path)
-    raise ConfigError(f"{run.path}: task {task!r} cannot be resumed")
+    spec = task_spec(task)
+    if spec is None or spec.resume is None:
+        raise ConfigError(f"{run.path}: task {task!r} cannot be resumed")
+    return spec.get("resume")(run.path)
 
 
 def exit_status(run) -> int:
@@ -66,10 +52,11 @@ def exit_status(run) -> int:
     return 0
 
 
-@register("train", "train a model (latent dynamics or multi-session forecasting); prints the run directory", _train_args)
+@register("train", "train a model (latent dynamics or multi-session forecasting); prints the run directory",
+          _train_args)
 def _cmd_train(args: argparse.Namespace) -> int:
-    from neurocast.config import load_task_config
-    from neurocast.pipelines.common import resolve_config_path
+    from neurocast.presets_index import resolve_config_path
+    from neurocast.tasks import load_task_config
 
     if args.resume:
         if args.config or args.overrides:

@@ -54,13 +54,6 @@ class Acquisition:
         t = np.arange(t0, t1)[:, None]
         return (t - self.origin - self.phases[None, :]) % self.tu == 0
 
-    def frame_mask(self, frames: np.ndarray) -> np.ndarray | None:
-        """(len(frames), N) observed entries of arbitrary frames; None means all observed."""
-        if self.phases is None:
-            return None
-        frames = np.asarray(frames)[..., None]
-        return (frames - self.origin - self.phases) % self.tu == 0
-
     def interpolate(self, block: np.ndarray, t0: int) -> np.ndarray:
         """Per-neuron linear interpolation of the observed samples of ``block`` (frames t0...).
 

@@ -42,7 +42,8 @@ class Connectome:
             raise DataError("connectome: indptr and indices must be integer arrays")
         if indptr[0] != 0 or indptr[-1] != indices.shape[0] or np.any(np.diff(indptr) < 0):
             raise DataError(
-                f"connectome: indptr must start at 0, never decrease and end at the number of edges ({indices.shape[0]})"
+                "connectome: indptr must start at 0, never decrease and end at the number of edges "
+                f"({indices.shape[0]})"
             )
         if indices.size:
             bad = np.flatnonzero((indices < 0) | (indices >= n))
@@ -69,7 +70,8 @@ class Connectome:
         weights = np.asarray(weights, dtype=np.float32).ravel()
         if not (pre.shape == post.shape == weights.shape):
             raise DataError(
-                f"connectome: pre, post and weights must have equal length, got {pre.shape[0]}, {post.shape[0]}, {weights.shape[0]}"
+                f"connectome: pre, post and weights must have equal length, got {pre.shape[0]}, {post.shape[0]}, "
+                f"{weights.shape[0]}"
             )
         for name, idx in (("pre", pre), ("post", post)):
             bad = np.flatnonzero((idx < 0) | (idx >= n_neurons))

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from neurocast.data.forecast_batch import ForecastBatch, SessionTable
 from neurocast.data.recording import Recording
 from neurocast.errors import ConfigError, DataError
-from neurocast.models.forecast_base import ForecastBatch, SessionTable
 from neurocast.schema.forecast import FilterSpec, ForecastData
 
 SPLITS = ("train", "val", "test")
@@ -93,7 +93,7 @@ def split_pieces(T: int, block: int, fractions: tuple[float, float, float], boun
     for b0, b1 in zip(edges[:-1], edges[1:]):
         n = b1 - b0
         a = b0
-        for split, frac, last in zip(SPLITS, fractions, (False, False, True)):
+        for split, last in zip(SPLITS, (False, False, True)):
             b = b1 if last else b0 + int(round(sum(fractions[: SPLITS.index(split) + 1]) * n))
             if b > a:
                 inner = cuts[(cuts > a) & (cuts < b)].tolist()

@@ -68,9 +68,6 @@ class Normalizer:
     def apply(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean) / self.scale).astype(np.float32)
 
-    def invert(self, x: np.ndarray) -> np.ndarray:
-        return (x * self.scale + self.mean).astype(np.float32)
-
     def state_dict(self) -> dict:
         import torch
 

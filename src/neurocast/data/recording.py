@@ -90,7 +90,16 @@ def _as_float32(arr: Any, what: str) -> Any:
 
 
 class Recording:
-    """One recorded (or simulated) session. See the module docstring."""
+    """One recorded (or simulated) session, validated on construction (one-line DataError naming the problem).
+
+    ``activity`` (T, N): the primary channel, any float array (stored float32), or ``channels``
+    {name: (T, N)} with ``primary`` naming the main one; ``dt``: frame interval in seconds;
+    ``stimulus`` (T, S); ``time`` (T,) timestamps in seconds, strictly increasing;
+    ``covariates`` {name: (T, K)} per-frame behaviour (NaN = missing); ``neuron_ids``,
+    ``cell_types`` (N,) strings; ``positions`` (N, 3); ``connectome`` (presynaptic lists per
+    neuron); ``session`` id; ``provenance`` (free-form, kept in stores); ``boundaries``: frames
+    where the recording restarts (windows never cross them). Arrays may be lazy (a store's).
+    """
 
     def __init__(
         self,
@@ -162,12 +171,14 @@ class Recording:
             raise DataError(f"{where}: neuron_ids has {neuron_ids.size} entries but the recording has N={N} neurons")
         if len(set(neuron_ids.tolist())) != N:
             values, counts = np.unique(neuron_ids.astype(str), return_counts=True)
-            raise DataError(f"{where}: neuron_ids must be unique; {str(values[counts > 1][0])!r} appears more than once")
+            raise DataError(f"{where}: neuron_ids must be unique; {str(values[counts > 1][0])!r} appears more than "
+                            "once")
         self.neuron_ids = neuron_ids
         if cell_types is not None:
             cell_types = np.asarray(cell_types, dtype=object).astype(str).astype(object)
             if cell_types.shape != (N,):
-                raise DataError(f"{where}: cell_types has {cell_types.size} entries but the recording has N={N} neurons")
+                raise DataError(f"{where}: cell_types has {cell_types.size} entries but the recording has N={N} "
+                                "neurons")
         self.cell_types = cell_types
         if positions is not None:
             positions = np.asarray(positions, dtype=np.float32)
@@ -203,7 +214,8 @@ class Recording:
             if np.any(steps <= 0):
                 k = int(np.flatnonzero(steps <= 0)[0])
                 raise DataError(
-                    f"{where}: time must increase strictly; frame {k + 1} ({time[k + 1]}) is not after frame {k} ({time[k]})"
+                    f"{where}: time must increase strictly; frame {k + 1} ({time[k + 1]}) is not after frame {k} "
+                    f"({time[k]})"
                 )
         self.time = time
         self.covariates: dict[str, np.ndarray] = {}
@@ -214,7 +226,8 @@ class Recording:
             if arr.ndim != 2 or arr.shape[0] != T:
                 raise DataError(f"{where}: covariate {name!r} must have T={T} rows, got shape {tuple(arr.shape)}")
             if np.isinf(arr).any():
-                raise DataError(f"{where}: covariate {name!r} contains Inf (NaN marks missing values, Inf is not allowed)")
+                raise DataError(f"{where}: covariate {name!r} contains Inf (NaN marks missing values, Inf is not "
+                                "allowed)")
             self.covariates[name] = arr
         self.provenance: dict[str, Any] = dict(provenance or {})
         if boundaries is None:
@@ -279,6 +292,7 @@ class Recording:
         return _read_range(arr, t0, t1)
 
     def read_stimulus(self, t0: int = 0, t1: int | None = None) -> np.ndarray | None:
+        """Stimulus frames [t0, t1) as an in-memory float32 array (t1 - t0, S), or None without a stimulus."""
         if self.stimulus is None:
             return None
         t0, t1 = self._range(t0, t1)

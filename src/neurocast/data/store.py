@@ -575,7 +575,8 @@ class RecordingWriter:
         bad = [b for b in self.boundaries if not 0 < b < self.T]
         if bad or sorted(set(self.boundaries)) != self.boundaries:
             self.abort()
-            raise DataError(f"store {self.path}: boundaries must increase strictly inside (0, {self.T}), got {self.boundaries}")
+            raise DataError(f"store {self.path}: boundaries must increase strictly inside (0, {self.T}), got "
+                            f"{self.boundaries}")
         with self._io("write"):
             for buf in self._arrays.values():
                 buf.flush()
@@ -730,7 +731,8 @@ def open_recording(path: str | os.PathLike, verify: str = "presence") -> Recordi
         cause = storage_cause(exc)
         if cause is not None:
             raise StorageError(f"cannot read store {path}: {cause}") from None
-        raise DataError(f"store {path} is unreadable: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        raise DataError(f"store {path} is unreadable: {type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     T = int(attrs["T"])
     for name, arr in channels.items():
         if tuple(arr.shape) != (T, int(attrs["N"])):

@@ -17,7 +17,7 @@ Protocol (held-out sessions never seen in training):
 * new embeddings (unit table + session vector) start from ``init``; they and any other
   parameter groups in ``params`` (``units``, ``session``, ``film``, ``output``,
   ``backbone``; ``embeddings``, ``all``) take ``steps`` steps of SGD or Adam through
-  :func:`neurocast.train.ttt.inner_loop` - the same loop meta-training uses - in eval mode
+  :func:`neurocast.eval.inner_loop.inner_loop` - the same loop meta-training uses - in eval mode
   (no dropout); the model's own tensors never change;
 * ``holdout`` (a fraction) holds back the latest support windows for early stopping: the
   steps are fitted on the earlier windows whose target frames all precede the held-back
@@ -39,17 +39,9 @@ import torch
 
 from neurocast.data.forecast_data import Session, make_batch
 from neurocast.errors import ConfigError, DataError
-from neurocast.eval.metrics import mean_ci95, steps_to_fraction
-from neurocast.train.ttt import (
-    adaptable,
-    adapted_names,
-    expand_groups,
-    fast_init,
-    forward_with,
-    inner_loop,
-    localise,
-    masked_mse,
-)
+from neurocast.eval.inner_loop import inner_loop
+from neurocast.eval.metrics import masked_mse, mean_ci95, steps_to_fraction
+from neurocast.models.functional import adaptable, adapted_names, expand_groups, fast_init, forward_with, localise
 
 NORMALIZATIONS = ("session", "support")
 
@@ -193,7 +185,9 @@ def score_batches(model, params, batches) -> tuple[float, float]:
 
 @torch.no_grad()
 def batches_loss(model, params, batches) -> float:
-    return float(np.mean([float(masked_mse(forward_with(model, params, b), b.y, b.unit_mask)) for b in batches]))
+    """Mean over the batches of the masked MSE of ``model`` with ``params``."""
+    return float(np.mean([float(masked_mse(forward_with(model, params, b), b.y, b.unit_mask, per_unit=True))
+                          for b in batches]))
 
 
 def adapt_session(
@@ -222,7 +216,14 @@ def adapt_session(
 ) -> AdaptationResult:
     """Adapt ``model`` to ``session`` (see the module docstring); ``lr`` None = learned step sizes.
 
-    The query is scored at step 0, every ``eval_every`` steps (or at ``eval_steps``) and at the end.
+    Windows are ``context`` + ``horizon`` frames; ``steps`` steps of ``optimizer`` on ``params``
+    from ``init`` (learned / mean / random / auto), support mini-batches of ``batch_size`` windows
+    drawn with ``seed``; the support is the earliest ``support_windows`` windows or
+    ``support_seconds`` of the training part (default: all of it), the query ``query`` starts or
+    up to ``query_windows`` later windows of ``query_splits``. The query is scored at step 0,
+    every ``eval_every`` steps (or at ``eval_steps``) and at the end. Returns an
+    :class:`AdaptationResult` (the curve, early stopping, the adapted tensors on the CPU);
+    the model's own tensors never change.
     """
     L = context + horizon
     support, default_query = support_query(session, L, support_windows, support_seconds, query_windows, query_splits)
@@ -230,7 +231,9 @@ def adapt_session(
     batch = SessionBatches(session, session_data(session, support, L, normalization), context, horizon, device)
     query_batches = batch.chunks(query)
     fit, held = holdout_split(support, context, horizon, holdout)
-    scored = held if held.size <= 256 else held[np.unique(np.round(np.linspace(0, held.size - 1, 256)).astype(np.int64))]
+    scored = held
+    if held.size > 256:
+        scored = held[np.unique(np.round(np.linspace(0, held.size - 1, 256)).astype(np.int64))]
     held_batches = batch.chunks(scored) if held.size else []  # at most 256 held-back windows are scored
     was = model.training
     model.eval()
@@ -323,7 +326,8 @@ def gain_statistics(curves: np.ndarray, steps: np.ndarray, reference: np.ndarray
     s95 = steps_to_95(mean, steps, rm) if defined else None
     note = None
     if not defined:
-        note = "no gain (the gain's 95% interval includes 0)" if rm + rh >= 0 else "loss (the gain's 95% interval is below 0)"
+        note = ("no gain (the gain's 95% interval includes 0)" if rm + rh >= 0
+                else "loss (the gain's 95% interval is below 0)")
     elif s95 is None:
         note = "95% of the gain not reached"
     return {
@@ -338,7 +342,7 @@ def gain_statistics(curves: np.ndarray, steps: np.ndarray, reference: np.ndarray
 
 
 #: Adam step size for standard models: on the simulated sessions 1e-3 gained where 1e-2
-#: overfitted few-shot budgets (see the README's adaptation section)
+#: overfitted few-shot budgets (see docs/forecasting.md, test-time adaptation)
 DEFAULT_ADAM_LR = 1e-3
 
 

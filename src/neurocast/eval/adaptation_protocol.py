@@ -118,7 +118,8 @@ def run_protocol(
             row: dict[str, Any] = {
                 "session": s.name, "support_windows": r.support_windows, "fit_windows": r.fit_windows,
                 "holdout_windows": r.holdout_windows, "query_windows": r.query_windows,
-                "query_first_start": int(query[0]), "query_crc32": zlib.crc32(np.ascontiguousarray(query, np.int64).tobytes()),
+                "query_first_start": int(query[0]),
+                "query_crc32": zlib.crc32(np.ascontiguousarray(query, np.int64).tobytes()),
                 "copy_mse": r.copy_mse, "steps": r.steps, "curve": r.scores, "query_mse": r.query_mse,
                 "support_loss_first": r.support_loss[0] if r.support_loss else None,
                 "support_loss_last": r.support_loss[-1] if r.support_loss else None,

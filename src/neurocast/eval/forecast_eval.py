@@ -18,6 +18,7 @@ import torch
 
 from neurocast.data.forecast_data import Session, make_batch
 from neurocast.eval.metrics import prediction_score
+from neurocast.models.functional import forward_with, localise
 
 
 def eval_windows(s: Session, split: str, length: int, stride: int, max_windows: int) -> np.ndarray:
@@ -47,18 +48,23 @@ def evaluate_sessions(
 ) -> dict[str, Any]:
     """Per-session metrics {name: {...}} (+ "_predictions" arrays when keep=True).
 
+    Windows of ``context`` + ``horizon`` frames of the ``split`` pieces (every ``stride`` frames, at
+    most ``max_windows`` evenly spaced, or exactly ``windows[name]``), scored ``batch_size`` at a
+    time on ``device``; ``tensors`` holds each session's (T, D) data, ``unit_offsets`` /
+    ``session_index`` its rows in the model's tables. Per session: MSE, MAE, the copy-last and
+    mean baselines' MSE, the prediction score 1 - MSE / MSE_copy_last, pooled sums, and the MSE
+    per horizon step; with ``keep``, the predictions, targets and contexts ((W, P, D), (W, P, D),
+    (W, C, D)) of every window.
     ``fast`` maps a session to adapted embeddings: that session is then predicted through
-    ``functional_call`` with local unit ids (see neurocast.train.ttt).
+    ``functional_call`` with local unit ids (see neurocast.models.functional).
     """
-    from neurocast.train.ttt import forward_with, localise
-
     was = model.training
     model.eval()
     out: dict[str, Any] = {}
     preds: dict[str, dict[str, np.ndarray]] = {}
     L = context + horizon
     try:
-        for pos, s in enumerate(sessions):
+        for s in sessions:
             starts = windows[s.name] if windows is not None else eval_windows(s, split, L, stride, max_windows)
             if starts.size == 0:
                 continue
@@ -126,7 +132,8 @@ def aggregate(per_session: dict[str, Any], dataset_names: list[str]) -> dict[str
         if not sess:
             continue
         count = sum(v["count"] for v in sess.values())
-        score, per = prediction_score({k: v["mse"] for k, v in sess.items()}, {k: v["copy_mse"] for k, v in sess.items()})
+        score, per = prediction_score({k: v["mse"] for k, v in sess.items()},
+                                      {k: v["copy_mse"] for k, v in sess.items()})
         out["datasets"][name] = {
             "mse": sum(v["sum_sq"] for v in sess.values()) / count,
             "mae": sum(v["sum_abs"] for v in sess.values()) / count,

@@ -134,7 +134,7 @@ class StimulusRidge:
             F = lagged(proj(s), self.lags)[c0 - a :]
             t = np.arange(c0, c1)
             ok = _boundary_ok(t, self.lags, rec.boundaries) & (t - self.lags >= 0)
-            for g, (rows_of, cols) in groups.items():
+            for g, (rows_of, _cols) in groups.items():
                 sel = ok & rows_of(t)
                 for stats, part in ((fit[g], sel & (t < split)), (hold[g], sel & (t >= split))):
                     if part.any():
@@ -154,7 +154,8 @@ class StimulusRidge:
             self.alpha[g] = best[1]
 
     def predict(self, stim_norm: np.ndarray, first: int, n: int) -> np.ndarray:
-        """Frames first .. first+n-1 of a block of normalised stimulus (the block holds >= lags frames before ``first``)."""
+        """Frames first .. first+n-1 of a block of normalised stimulus (the block holds >= lags frames before
+        ``first``)."""
         F = lagged(self.proj(stim_norm), self.lags)[first : first + n]
         return F @ self.W
 

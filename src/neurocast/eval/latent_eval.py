@@ -79,7 +79,8 @@ def metrics_of(evaluation: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """JSON-ready metrics of a rollout_evaluation() result."""
     out: dict[str, Any] = {}
     for name, ev in evaluation.items():
-        entry: dict[str, Any] = {"session": ev["session"], "horizon": ev["horizon"], "requested_horizon": ev["requested_horizon"]}
+        entry: dict[str, Any] = {"session": ev["session"], "horizon": ev["horizon"],
+                                 "requested_horizon": ev["requested_horizon"]}
         for kind, r in ev["results"].items():
             s = r.summary()
             ve = np.where(r.silent, np.nan, r.variance_explained)

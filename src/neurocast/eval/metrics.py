@@ -1,6 +1,7 @@
 """Metrics, each defined once and used by training, evaluation and benchmarks alike.
 
-* :func:`mse` / :func:`masked_mse` - mean squared error over entries (observed ones only).
+* :func:`masked_mse` - mean squared error over the observed entries (torch; every loss and
+  adaptation step of the forecasters, the latent losses through :func:`masked_loss`).
 * :func:`prediction_score` - POCO's headline: per session 1 - MSE_model / MSE_copy_last on
   the same windows, averaged with equal weight over sessions (0 = copy-last, 1 = perfect).
 * :func:`stable_horizon` - first roll-out step whose normalised MSE exceeds 1 (the data's
@@ -39,22 +40,24 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
 
 
 def masked_loss(name: str, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean per-entry training loss (:func:`elementwise_loss`) over the entries where ``mask`` is true."""
     if mask is not None:  # unobserved targets may hold anything (NaN): never let them in
         target = torch.where(mask, target, pred.detach())
     return masked_mean(elementwise_loss(name, pred, target), mask)
 
 
-def mse(pred, target) -> float:
-    pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
-    return float(np.mean((pred - target) ** 2))
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *,
+               per_unit: bool = False) -> torch.Tensor:
+    """Mean squared error over the entries where ``mask`` is true (every entry when None), as a tensor
+    (differentiable, twice for E2E-TTT). Targets outside the mask may hold anything, NaN included.
 
-
-def masked_mse(pred, target, mask=None) -> float:
-    if mask is None:
-        return mse(pred, target)
-    pred, target, mask = np.asarray(pred, np.float64), np.asarray(target, np.float64), np.asarray(mask, bool)
-    n = mask.sum()
-    return float(np.where(mask, (pred - target) ** 2, 0.0).sum() / max(n, 1))
+    ``mask``: bool, the shape of ``pred`` (or broadcastable to it). ``per_unit``: ``mask`` is the
+    (B, D) unit mask of a (B, P, D) forecast (:class:`~neurocast.data.forecast_batch.ForecastBatch`'s
+    ``unit_mask``) and applies at every one of the P steps: padded units never count.
+    """
+    if mask is not None:
+        mask = (mask[:, None, :] if per_unit else mask).expand_as(pred)
+    return masked_loss("mse", pred, target, mask)
 
 
 def prediction_score(model_mse: Mapping[str, float], copy_mse: Mapping[str, float]) -> tuple[float, dict[str, float]]:
@@ -74,11 +77,17 @@ def stable_horizon(normalised_mse: Sequence[float]) -> int:
     return int(bad[0] + 1) if bad.size else int(curve.size)
 
 
-def variance_explained(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """(N,) 1 - var_t(pred - true) / var_t(true); NaN where the true trace is constant."""
-    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
-    var_true = true.var(axis=0)
-    var_err = (pred - true).var(axis=0)
+def variance_explained(pred: np.ndarray | None = None, true: np.ndarray | None = None, *,
+                       var_err: np.ndarray | None = None, var_true: np.ndarray | None = None) -> np.ndarray:
+    """(N,) per neuron 1 - var_t(pred - true) / var_t(true); NaN where the true trace is constant.
+
+    Give the traces ``pred`` and ``true`` (T, N), or the two variances (N,) when they were
+    accumulated elsewhere (roll-outs average them over their starts): ``var_err`` and ``var_true``.
+    """
+    if pred is not None or true is not None:
+        pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+        var_true = true.var(axis=0)
+        var_err = (pred - true).var(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(var_true > 0, 1.0 - var_err / var_true, np.nan)
 

@@ -47,7 +47,7 @@ import torch
 
 from neurocast.data.acquisition import Acquisition
 from neurocast.data.latent_windows import LatentWindows
-from neurocast.eval.metrics import stable_horizon
+from neurocast.eval.metrics import stable_horizon, variance_explained
 from neurocast.models.latent import LatentModel
 
 
@@ -253,8 +253,7 @@ class RolloutResult:
 
     @property
     def variance_explained(self) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(self.var_true > 0, 1 - self.var_err / self.var_true, np.nan)
+        return variance_explained(var_err=self.var_err, var_true=self.var_true)
 
 
 def _nanmedian(v: np.ndarray) -> float | None:
@@ -349,7 +348,8 @@ def evaluate_rollouts(
                 if "stimulus_ridge" in names:
                     pred["stimulus_ridge"] = baselines.stimulus.predict(sn, lags + 1, n_steps)
                 if "pca_lds" in names:
-                    pred["pca_lds"] = baselines.lds.rollout(chunk.x_in[j].cpu().numpy(), sn[lags : lags + n_steps], n_steps)
+                    pred["pca_lds"] = baselines.lds.rollout(chunk.x_in[j].cpu().numpy(), sn[lags : lags + n_steps],
+                                                            n_steps)
             for p, y in pred.items():
                 err2 = (y - true) ** 2
                 if mask is None:

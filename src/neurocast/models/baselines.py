@@ -1,6 +1,6 @@
 """Baseline multi-session forecasters: NLinear, DLinear, univariate MLP, TSMixer, GRU.
 
-Every model maps a padded batch (see :mod:`neurocast.models.forecast_base`) of context
+Every model maps a padded batch (see :mod:`neurocast.data.forecast_batch`) of context
 windows ``x`` (B, C, D) to forecasts (B, P, D). Sessions have different unit counts, so a
 batch is padded to D units with ``unit_mask`` (B, D); padded inputs are replaced by zeros
 before anything else, and every operation that mixes units multiplies its inputs by the
@@ -58,8 +58,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neurocast.data.forecast_batch import ForecastBatch, SessionTable
 from neurocast.errors import ConfigError
-from neurocast.models.forecast_base import ForecastBatch, ForecastModel, SessionTable
+from neurocast.models.forecast_base import ForecastModel
 from neurocast.models.mlp import MLP
 from neurocast.schema.forecast import DLinearConfig, GRUConfig, MLPForecaster, NLinearConfig, TSMixerConfig
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from neurocast.models.forecast_base import ForecastModel, SessionTable
+from neurocast.data.forecast_batch import SessionTable
+from neurocast.models.forecast_base import ForecastModel
 
 
 def build_forecaster(cfg, sessions: SessionTable, context: int, horizon: int) -> ForecastModel:

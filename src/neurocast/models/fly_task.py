@@ -112,7 +112,8 @@ class FlowDecoder(nn.Module):
         if kind not in ("ridge", "learned"):
             raise ValueError(f"decoder kind must be 'ridge' or 'learned', got {kind!r}")
         if pooling not in ("local", "global") or (kind == "learned" and pooling != "local"):
-            raise ValueError(f"decoder pooling must be 'local' or 'global' ('local' for a learned decoder), got {pooling!r}")
+            raise ValueError("decoder pooling must be 'local' or 'global' ('local' for a learned decoder), got "
+                             f"{pooling!r}")
         self.kind, self.pooling = kind, pooling
         self.ridge = float(ridge)
         self.features = OutputFeatures(net, cell_types)

@@ -26,8 +26,10 @@ class LatentModel(nn.Module):
         self.latent_dims = cfg.latent_dims
         e, d, v, s = cfg.encoder, cfg.decoder, cfg.evolver, cfg.stimulus_encoder
         bn = cfg.use_batch_norm
-        self.encoder = MLP(n_neurons, cfg.latent_dims, e.num_hidden_units, e.num_hidden_layers, cfg.activation, bn, e.use_input_skips)
-        self.decoder = MLP(cfg.latent_dims, n_neurons, d.num_hidden_units, d.num_hidden_layers, cfg.activation, bn, d.use_input_skips)
+        self.encoder = MLP(n_neurons, cfg.latent_dims, e.num_hidden_units, e.num_hidden_layers, cfg.activation, bn,
+                           e.use_input_skips)
+        self.decoder = MLP(cfg.latent_dims, n_neurons, d.num_hidden_units, d.num_hidden_layers, cfg.activation, bn,
+                           d.use_input_skips)
         self.stimulus_dims = int(stimulus_dims) if (stimulus_dims and cfg.use_stimulus) else 0
         if self.stimulus_dims:
             self.stimulus_encoder = MLP(

@@ -57,10 +57,6 @@ class MLP(nn.Module):
         self.out = nn.Linear(width, out_dims)
         self.out_skip = nn.Linear(in_dims, out_dims, bias=False) if input_skips and layers > 0 else None
 
-    @property
-    def last_layer(self) -> nn.Linear:
-        return self.out
-
     def zero_last_layer(self) -> None:
         """Make the output exactly zero at initialisation (residual nets start as identity)."""
         nn.init.zeros_(self.out.weight)

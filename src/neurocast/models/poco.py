@@ -30,25 +30,26 @@ over windows. ``conditioning: none`` is the Perceiver-only ablation (a shared li
 readout of e).
 
 Per-session and per-unit embeddings are the parameters that adapt a trained model to a
-new recording (``extend_sessions`` adds rows for new sessions; ``embedding_names`` lists
-them for test-time training).
+new recording (``embedding_names`` lists them). A new session never gets rows in these
+tables: test-time training gives it fresh embedding tensors (:func:`~neurocast.models.functional.fast_init`)
+and runs the model with them through ``torch.func.functional_call``
+(:func:`~neurocast.models.functional.forward_with`), so the trained model's own tensors never change.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neurocast.data.forecast_batch import ForecastBatch, SessionTable
 from neurocast.errors import ConfigError
-from neurocast.models.forecast_base import ForecastBatch, ForecastModel, SessionTable
+from neurocast.models.forecast_base import ForecastModel
 from neurocast.schema.forecast import PocoConfig
 
-
-#: disjoint parameter groups that test-time training can adapt (see neurocast.train.ttt):
+#: disjoint parameter groups that test-time training can adapt (see neurocast.models.functional):
 #: unit embeddings, session embedding, FiLM (alpha, beta), output layer, everything else
 ADAPT_GROUPS = ("units", "session", "film", "output", "backbone")
 
@@ -144,7 +145,9 @@ class Perceiver(nn.Module):
             Attention(d, d, cfg.heads, cfg.head_dim, self.rotary, rotate_values=True)
             for _ in range(cfg.self_attention_layers)
         )
-        self.self_ff = nn.ModuleList(GEGLUFeedForward(d, cfg.ffn_mult, cfg.ffn_dropout) for _ in range(cfg.self_attention_layers))
+        self.self_ff = nn.ModuleList(
+            GEGLUFeedForward(d, cfg.ffn_mult, cfg.ffn_dropout) for _ in range(cfg.self_attention_layers)
+        )
         self.res_drop = nn.Dropout(cfg.residual_dropout)
         self.dec_attn = Attention(d, d, cfg.cross_heads, cfg.head_dim, self.rotary, rotate_values=False)
         self.dec_ff = GEGLUFeedForward(d, cfg.ffn_mult, cfg.ffn_dropout)
@@ -212,30 +215,6 @@ class POCO(ForecastModel):
             u = u + (self.session_emb[batch.session] + self.dataset_emb[batch.dataset])[:, None, :]
         return u
 
-    def extend_sessions(self, units: list[int], datasets: list[int], init: str = "mean",
-                        generator: torch.Generator | None = None) -> list[int]:
-        """Add embedding rows for new sessions; returns their session indices."""
-        d = self.cfg.hidden
-        dev = self.unit_emb.device
-        n_new = int(sum(units))
-        if init == "mean":
-            new_units = self.unit_emb.detach().mean(0, keepdim=True).expand(n_new, d).clone()
-            new_sess = self.session_emb.detach().mean(0, keepdim=True).expand(len(units), d).clone()
-        elif init == "random":
-            new_units = torch.randn(n_new, d, generator=generator).to(dev) * 0.02
-            new_sess = torch.randn(len(units), d, generator=generator).to(dev) * 0.02
-        else:
-            raise ConfigError(f"embedding init {init!r} is not 'mean' or 'random'")
-        first = self.sessions.n_sessions
-        self.unit_emb = nn.Parameter(torch.cat([self.unit_emb.detach(), new_units]))
-        self.session_emb = nn.Parameter(torch.cat([self.session_emb.detach(), new_sess]))
-        self.sessions = SessionTable(
-            self.sessions.units + list(units), self.sessions.datasets + list(datasets),
-            self.sessions.names + [f"new{i}" for i in range(len(units))], self.sessions.n_datasets,
-        )
-        self.unit_offsets = torch.as_tensor(self.sessions.offsets(), device=dev)
-        return list(range(first, first + len(units)))
-
     # ------------------------------------------------------------------ forward
     def condition(self, batch: ForecastBatch) -> torch.Tensor:
         """The per-unit conditioning vector e (B, D, d)."""
@@ -268,7 +247,8 @@ class POCO(ForecastModel):
     def forward(self, batch: ForecastBatch) -> torch.Tensor:
         x, off, scale = self._normalise(batch.x)
         if x is not batch.x:
-            batch = ForecastBatch(x, batch.y, batch.unit_mask, batch.session, batch.dataset, batch.unit_ids, batch.starts)
+            batch = ForecastBatch(x, batch.y, batch.unit_mask, batch.session, batch.dataset, batch.unit_ids,
+                                  batch.starts)
         e = self.condition(batch)                       # (B, D, d)
         if not self.film:
             y = self.readout(e).transpose(1, 2)         # (B, P, D)
@@ -282,13 +262,3 @@ class POCO(ForecastModel):
             y = (F.linear(self.alpha(e) * h, self.out.weight) + F.linear(e, w_beta, b_beta)).transpose(1, 2)
         return y * scale + off
 
-
-def count_parameters(model: nn.Module) -> int:
-    return int(sum(p.numel() for p in model.parameters()))
-
-
-def rotary_periods(cfg: PocoConfig) -> np.ndarray:
-    """Rotary periods in frames (for documentation and tests)."""
-    r = Rotary(cfg.head_dim, cfg.rotary_t_max)
-    om = r.omega.numpy()
-    return 2 * np.pi / om[om > 0]

@@ -17,14 +17,15 @@ import time
 from pathlib import Path
 
 from neurocast.checkpoints import load_checkpoint, load_model_state, save_checkpoint
+from neurocast.data.forecast_batch import SessionTable
 from neurocast.data.forecast_data import normalization_protocol, prepare_sessions
+from neurocast.devices import select_device
 from neurocast.errors import ConfigError
 from neurocast.eval.adaptation import adapt_session, mean_curve, resolve_optimizer
 from neurocast.models.factory import build_forecaster
-from neurocast.models.forecast_base import SessionTable
-from neurocast.pipelines.common import recordings_by_session, select_device
+from neurocast.pipelines.common import recordings_by_session
 from neurocast.pipelines.forecast import model_config_for
-from neurocast.pipelines.trained_runs import checkpoint_of, forecast_run
+from neurocast.pipelines.trained_runs import forecast_run
 from neurocast.progress import info
 from neurocast.report import forecast_figures
 from neurocast.report.tables import fmt, format_table
@@ -34,6 +35,16 @@ from neurocast.runs import write_json
 def adapt_run(run_dir, data_path, *, steps=None, lr=None, budget=None, seconds=None, dataset=None, seed=None,
               params=None, init=None, dt=None, eval_every: int = 1, optimizer=None, normalization=None,
               holdout=None, model_label=None) -> Path:
+    """Adapt the trained forecaster of ``run_dir`` to the recordings at ``data_path``; returns the adaptation
+    folder (``<seed run>/adaptations/<time>_<name>/``: adapted tensors, ``adaptation.json``, a figure).
+
+    Every argument left None takes the run's ``eval.adaptation`` setting: ``steps`` of ``optimizer``
+    (adam / sgd) at ``lr`` on ``params`` (embeddings, film, ...) from ``init``; the support is the
+    earliest ``budget`` windows or ``seconds`` of each session's training part; ``holdout`` is the
+    fraction held back for early stopping; ``normalization`` is session or support. ``dataset``:
+    which of the run's datasets the data belongs to (default: the first); ``seed`` / ``model_label``:
+    which seed and model of the run (default: the first); ``dt``: frame interval for files that do
+    not store it; the query score is recorded every ``eval_every`` steps."""
     sr, cfg = forecast_run(run_dir, seed, model_label)
     ad = cfg.eval.adaptation
     steps = ad.steps if steps is None else steps
@@ -49,7 +60,7 @@ def adapt_run(run_dir, data_path, *, steps=None, lr=None, budget=None, seconds=N
     if dname not in names:
         raise ConfigError(f"--dataset {dname!r} is not one of the run's datasets ({', '.join(names)})")
     spec = cfg.data.datasets[names.index(dname)]
-    ckpt = checkpoint_of(sr)
+    ckpt = sr.best_checkpoint()
     device = select_device(cfg.training.device)
     state = load_checkpoint(ckpt, map_location=device)
     table = SessionTable.from_dict(state["task"]["sessions"])

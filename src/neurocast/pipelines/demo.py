@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from neurocast.config import load_task_config
-from neurocast.pipelines.common import resolve_config_path
+from neurocast.presets_index import resolve_config_path
 from neurocast.progress import info
 from neurocast.report.tables import fmt, format_table, markdown_table
+from neurocast.tasks import load_task_config
 
 PRESET = "configs/latent_20step.yaml"
 
@@ -110,12 +110,12 @@ def realism_line(run_dir: Path) -> str:
     )
 
 
-def write_report(run_dir: Path, cfg, metrics: dict[str, Any], folder: Path, data, t_train: float, t_total: float) -> Path:
+def write_report(run_dir: Path, cfg, metrics: dict[str, Any], folder: Path, data, t_train: float,
+                 t_total: float) -> Path:
     from neurocast.pipelines.latent_analysis import baseline_table, summarize_metrics, verdict
 
     tr = cfg.training
-    tu, ems = tr.time_units, tr.evolve_multiple_steps
-    window = tu * ems
+    tu, ems, window = tr.time_units, tr.evolve_multiple_steps, tr.window
     lines = [
         f"# neurocast demo: latent dynamics of the fly visual system ({cfg.name})",
         "",
@@ -138,7 +138,7 @@ def write_report(run_dir: Path, cfg, metrics: dict[str, Any], folder: Path, data
         "",
         f"Encoder -> latent evolver -> decoder, latent dimension {cfg.model.latent_dims}. Activity is "
         f"observed only every tu = {tu} frames ({tr.acquisition_mode.mode}); the evolver is unrolled "
-        f"{window} steps with losses at {', '.join(str(m * tu) for m in range(1, ems + 1))} "
+        f"{window} steps with losses at {', '.join(map(str, tr.loss_multiples))} "
         f"(ems = {ems}); {tr.reconstruction_warmup_epochs} reconstruction warm-up epochs, then {tr.epochs} "
         "epochs. All MSEs are in normalised units (per-neuron training mean removed, divided by one "
         "global training std).",
@@ -148,8 +148,7 @@ def write_report(run_dir: Path, cfg, metrics: dict[str, Any], folder: Path, data
     ]
     val = metrics["validation"]
     rows = []
-    for m in range(1, ems + 1):
-        s = m * tu
+    for s in tr.loss_multiples:
         rows.append([str(s), fmt(val.get(f"val/mse_at_{s}")), fmt(val.get(f"val/mean_baseline_at_{s}")),
                      fmt(val.get(f"val/copy_baseline_at_{s}"))])
     lines += [markdown_table(["step", "model", "constant (training mean)", "copy last observation"], rows), ""]

@@ -31,8 +31,9 @@ def _from_config(cfg, extent: int | None) -> tuple[FlyNetwork, FlyParameters, st
 
 def resolve_target(target: str | Path, overrides: list[str] | None = None, extent: int | None = None):
     """(network, parameters, description, spec, name, default output folder) of a diagnose target."""
-    from neurocast.config import config_hash, load_task_config
-    from neurocast.pipelines.common import resolve_config_path
+    from neurocast.config import config_hash
+    from neurocast.presets_index import resolve_config_path
+    from neurocast.tasks import load_task_config
 
     p = Path(target).expanduser()
     if p.is_dir():
@@ -58,10 +59,12 @@ def resolve_target(target: str | Path, overrides: list[str] | None = None, exten
     if getattr(cfg, "task", None) != "fly_simulation":
         raise ConfigError(f"{target}: task {cfg.task!r} is not a fly simulation config")
     net, params, what, spec, name = _from_config(cfg, extent)
-    return net, params, what, spec, name, Path(cfg.output_root).parent / "diagnostics" / f"{name}-{config_hash(cfg)}-e{net.extent}"
+    out = Path(cfg.output_root).parent / "diagnostics" / f"{name}-{config_hash(cfg)}-e{net.extent}"
+    return net, params, what, spec, name, out
 
 
-def diagnose_target(target, overrides=None, *, extent: int | None = None, output: str | Path | None = None) -> tuple[Path, dict]:
+def diagnose_target(target, overrides=None, *, extent: int | None = None,
+                    output: str | Path | None = None) -> tuple[Path, dict]:
     net, params, what, spec, name, default_out = resolve_target(target, overrides, extent)
     diag = diagnose(net, params, spec)
     diag["parameters"] = what
@@ -89,22 +92,25 @@ def markdown(diag: dict[str, Any], title: str) -> str:
         f"{100 * diag['photoreceptor_cell_share']:.1f}% of cells and hold "
         f"**{100 * s['photoreceptor_variance_share']:.1f}%** of the voltage variance under naturalistic stimuli",
         f"- near-silent cells (voltage std < {diag['silent_std']:g}): {100 * s['silent_fraction']:.1f}%",
-        f"- median DSI (flyvis's definition, central cell, {len(diag['direction_selectivity']['angles_deg'])} directions): "
-        f"**T4 (ON edges) {s['median_dsi_t4']:.2f}**, **T5 (OFF edges) {s['median_dsi_t5']:.2f}**",
-        f"- forgetting time (perturbed state, RMS difference to 1/e): "
+        f"- median DSI (flyvis's definition, central cell, {len(diag['direction_selectivity']['angles_deg'])} "
+        f"directions): **T4 (ON edges) {s['median_dsi_t4']:.2f}**, **T5 (OFF edges) {s['median_dsi_t5']:.2f}**",
+        "- forgetting time (perturbed state, RMS difference to 1/e): "
         + (f"**{f['steps']} steps** ({f['seconds']:.2f} s)" if f["steps"] is not None else "not reached in 5 s"),
     ]
     if s.get("noise_variance_share") is not None:
-        lines.append(f"- process noise (std {diag['noise_std']:g} per step): {100 * s['noise_variance_share']:.1f}% of the variance")
+        lines.append(f"- process noise (std {diag['noise_std']:g} per step): "
+                     f"{100 * s['noise_variance_share']:.1f}% of the variance")
     lines += ["", "| cell type | DSI ON | DSI OFF | preferred direction (deg) |", "|---|---|---|---|"]
     for t in DS_TYPES:
         d = diag["direction_selectivity"]["types"][t]
         lines.append(f"| {t} | {d['dsi_on']:.2f} | {d['dsi_off']:.2f} | {d['preferred_direction_deg']:.0f} |")
     noise = s.get("noise_variance_share") is not None
-    lines += ["", "| cell type | cells | variance share | silent | median std | mean V" + (" | noise share |" if noise else " |"),
+    lines += ["", "| cell type | cells | variance share | silent | median std | mean V"
+              + (" | noise share |" if noise else " |"),
               "|---|---|---|---|---|---" + ("|---|" if noise else "|")]
     for t, v in diag["cell_types"].items():
-        row = f"| {t} | {v['cells']} | {100 * v['variance_share']:.2f}% | {100 * v['silent_fraction']:.0f}% | {v['std']:.3g} | {v['mean_voltage']:.3g}"
+        row = (f"| {t} | {v['cells']} | {100 * v['variance_share']:.2f}% | {100 * v['silent_fraction']:.0f}% "
+               f"| {v['std']:.3g} | {v['mean_voltage']:.3g}")
         if noise:
             ns = v.get("noise_variance_share")
             row += f" | {'-' if ns is None else f'{100 * ns:.1f}%'}"

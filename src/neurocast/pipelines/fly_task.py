@@ -15,8 +15,7 @@ from typing import Any
 import torch
 
 from neurocast.checkpoints import load_checkpoint, load_model_state, resume_checkpoint, seed_everything
-from neurocast.config import config_hash, to_yaml, validate
-from neurocast.pipelines.common import select_device, setup_torch
+from neurocast.devices import select_device, setup_torch
 from neurocast.progress import info
 from neurocast.runs import RunDir
 from neurocast.schema.fly_task import FlyTaskConfig
@@ -29,6 +28,7 @@ PARAMETERS = "parameters.json"
 
 
 def build(cfg: FlyTaskConfig, device: torch.device) -> FlyFlowTask:
+    """The fly flow task of a config: the network at its extent, its initial parameters, seeded."""
     from neurocast.sim.fly_simulation import network_parameters
 
     n = cfg.network
@@ -52,16 +52,13 @@ def _optimizer(cfg: FlyTaskConfig, task: FlyFlowTask) -> torch.optim.Optimizer:
 
 
 def train_fly_task(cfg: FlyTaskConfig, run_path: str | Path | None = None) -> RunDir:
+    """Task-train the fly network (``neurocast fly train-task``) into a new run directory (exactly
+    ``run_path`` when given); writes ``parameters.json`` at the end. Returns the run."""
     tr = cfg.training
     device = select_device(tr.device)
     setup_torch(device, threads=tr.num_threads)
     task = build(cfg, device)
-    yaml_text = to_yaml(cfg)
-    extra = {"task": "fly_task"}
-    if run_path is None:
-        run = RunDir.create(cfg.runs_dir, cfg.name, yaml_text, config_hash(cfg), seed=tr.seed, extra_env=extra)
-    else:
-        run = RunDir.create_at(run_path, yaml_text, seed=tr.seed, extra_env=extra)
+    run = RunDir.new(run_path, cfg, seed=tr.seed, extra_env={"task": "fly_task"})
     info(f"run directory: {run.path}")
     try:
         return _fit(cfg, task, run, resume_from=None)
@@ -70,8 +67,9 @@ def train_fly_task(cfg: FlyTaskConfig, run_path: str | Path | None = None) -> Ru
 
 
 def resume_fly_task(run_path: str | Path) -> RunDir:
+    """Continue a fly train-task run from its newest usable checkpoint; returns the run."""
     run = RunDir.open(run_path)
-    cfg = validate(FlyTaskConfig, run.read_config(), f"config {run.config_path}")
+    cfg = run.load_config()
     run.claim_for_resume()  # the only writer from here on (fails naming the process that has it)
     try:
         latest, state = resume_checkpoint(run.checkpoints)
@@ -114,8 +112,7 @@ def export_parameters(cfg: FlyTaskConfig, task: FlyFlowTask, run: RunDir, traine
     """Write the best checkpoint's parameters (extent-independent) to ``RUN/parameters.json``."""
     from neurocast.sim.fly_params import save_parameters
 
-    best = run.checkpoints / "best.pt"
-    src = best if best.exists() else run.checkpoints / "latest.pt"
+    src = run.best_checkpoint("latest.pt")
     state = load_checkpoint(src)
     load_model_state(task.model, state["model"], str(src))
     rec = next((h for h in trainer.history if h["epoch"] == state["epoch"]), {})

@@ -20,29 +20,30 @@ from typing import Any
 import numpy as np
 
 from neurocast.checkpoints import load_checkpoint, load_model_state, resume_checkpoint, seed_everything
-from neurocast.config import config_hash, to_yaml, validate
+from neurocast.config import to_yaml
 from neurocast.data.forecast_data import Session, normalization_protocol, prepare_sessions, session_table
-from neurocast.errors import ConfigError, DataError, RunError
-from neurocast.eval.metrics import mean_ci95
+from neurocast.devices import select_device, setup_torch
+from neurocast.errors import ConfigError, DataError
 from neurocast.models.factory import build_forecaster
-from neurocast.pipelines.common import recordings_by_session, resolve_config_path, select_device, setup_torch
+from neurocast.pipelines.common import recordings_by_session
+from neurocast.presets_index import resolve_config_path
 from neurocast.progress import info
 from neurocast.report import forecast_figures
-from neurocast.report.tables import fmt, format_table, markdown_table
+from neurocast.report.tables import fmt, fmt_interval, format_table, interval, markdown_table
 from neurocast.runs import RunDir
-from neurocast.schema.forecast import ForecastCompare, ForecastData, ForecastExperiment
+from neurocast.schema.forecast import ForecastData
 from neurocast.train.forecast_task import ForecastTask
 from neurocast.train.loop import Trainer, build_optimizer, graceful_stop, stop_signal
 from neurocast.train.tracking import Tracker
-
 
 # ---------------------------------------------------------------------------- data
 
 
 def dataset_path(data: ForecastData, spec) -> Path:
     if spec.simulation is not None:
-        from neurocast.config import deep_merge, load_task_config, read_yaml
+        from neurocast.config import deep_merge, read_yaml
         from neurocast.sim import simulate
+        from neurocast.tasks import load_task_config
 
         sim = read_yaml(resolve_config_path(spec.simulation))
         if spec.simulation_overrides:
@@ -64,7 +65,9 @@ def load_forecast_data(data: ForecastData) -> tuple[list[Session], list[str], di
         path = dataset_path(data, spec)
         paths[spec.name] = str(path.resolve())
         options = {**spec.options, **({} if spec.dt is None else {"dt": spec.dt})}
-        recs = recordings_by_session(path, format=spec.format, **options) if spec.format else recordings_by_session(path, **options)
+        if spec.format:
+            options["format"] = spec.format
+        recs = recordings_by_session(path, **options)
         if spec.sessions is not None:
             missing = [s for s in spec.sessions if s not in recs]
             if missing:
@@ -155,6 +158,9 @@ def model_config_for(cfg, model_cfg):
 
 
 def build_task(cfg, model_cfg, sessions, names, seed: int, device) -> ForecastTask:
+    """The training task of one (model, seed) of a forecasting config: the model built for the training
+    sessions' table (initialised from ``training.init_from`` when set), wrapped in a ForecastTask
+    (standard training) or a MetaTask (fomaml / e2e_ttt) on ``device``."""
     model_cfg = model_config_for(cfg, model_cfg)
     seed_everything(seed)
     table = session_table(sessions, len(names))
@@ -164,7 +170,8 @@ def build_task(cfg, model_cfg, sessions, names, seed: int, device) -> ForecastTa
 
         done = load_pretrained(model, cfg.training.init_from, seed)
         info(f"initialised from {done['checkpoint']}: {len(done['loaded'])} tensors loaded, "
-             f"{len(done['skipped'])} kept ({', '.join(done['skipped'][:4])}{' ...' if len(done['skipped']) > 4 else ''})")
+             f"{len(done['skipped'])} kept "
+             f"({', '.join(done['skipped'][:4])}{' ...' if len(done['skipped']) > 4 else ''})")
     if cfg.training.mode == "standard":
         cls = ForecastTask
     else:
@@ -176,7 +183,8 @@ def build_task(cfg, model_cfg, sessions, names, seed: int, device) -> ForecastTa
 
 def train_seed(cfg, model_cfg, sessions, names, seed: int, run: RunDir, device, resume: bool = False) -> dict[str, Any]:
     if cfg.training.mode != "standard" and model_cfg.kind != "poco":
-        raise ConfigError(f"training.mode={cfg.training.mode} adapts embeddings: it needs model.kind poco, not {model_cfg.kind}")
+        raise ConfigError(f"training.mode={cfg.training.mode} adapts embeddings: it needs model.kind poco, not "
+                          f"{model_cfg.kind}")
     task = build_task(cfg, model_cfg, sessions, names, seed, device)
     trainer, tracker = _trainer(cfg, task, run)
     if resume and any(run.checkpoints.glob("*.pt")):
@@ -200,10 +208,10 @@ def train_seed(cfg, model_cfg, sessions, names, seed: int, run: RunDir, device, 
     return result
 
 
-def finish_seed(cfg, task: ForecastTask, run: RunDir, names: list[str], train_summary: dict[str, Any]) -> dict[str, Any]:
+def finish_seed(cfg, task: ForecastTask, run: RunDir, names: list[str],
+                train_summary: dict[str, Any]) -> dict[str, Any]:
     """Test on the best-validation checkpoint; figures; validation predictions as arrays."""
-    best = run.checkpoints / "best.pt"
-    ckpt = best if best.exists() else run.checkpoints / "final.pt"
+    ckpt = run.best_checkpoint()
     protocol = normalization_protocol(cfg.data)
     leak = " [LEAKING: normalised on whole recordings]" if protocol["leaking"] else ""
     state = load_checkpoint(ckpt, map_location=task.device)
@@ -250,9 +258,9 @@ def adaptation_protocol(cfg, task: ForecastTask, run: RunDir) -> dict[str, Any] 
     Baselines: NLinear fitted on the training sessions' training windows and on each
     support set, and a POCO of the same configuration trained from scratch on the support.
     """
+    from neurocast.data.forecast_batch import SessionTable
     from neurocast.eval.adaptation import resolve_optimizer
     from neurocast.eval.adaptation_protocol import fit_nlinear, run_protocol
-    from neurocast.models.forecast_base import SessionTable
     from neurocast.schema.forecast import NLinearConfig
 
     held = [s for s in task.sessions if s.held_out]
@@ -280,8 +288,10 @@ def adaptation_protocol(cfg, task: ForecastTask, run: RunDir) -> dict[str, Any] 
         batches = [make_batch(task.train_sessions, picks[i : i + 256], C, P, task.tensors, task.unit_offsets,
                               task.device) for i in range(0, len(picks), 256)]
         nlinear_train = fit_nlinear(nlinear().to(task.device), batches)
-    scratch_cfg = model_config_for(cfg, cfg.model).model_copy(update={"learned_init": False, "learned_inner_lr": None}) \
-        if cfg.model.kind == "poco" else None
+    scratch_cfg = None
+    if cfg.model.kind == "poco":
+        scratch_cfg = model_config_for(cfg, cfg.model).model_copy(update={"learned_init": False,
+                                                                          "learned_inner_lr": None})
 
     def scratch(s):
         return build_forecaster(scratch_cfg, SessionTable([s.D], [s.dataset], n_datasets=n_data), C, P)
@@ -308,12 +318,10 @@ def _aggregate_seeds(results: dict[int, dict[str, Any]], names: list[str]) -> di
         entry = {}
         for metric in ("score", "mse", "mae"):
             vals = [r["test"]["datasets"][name][metric] for r in done.values() if name in r["test"]["datasets"]]
-            m, h = mean_ci95(vals)
-            entry[metric] = {"mean": m, "ci95": h, "values": vals}
+            entry[metric] = interval(vals, keep_values=True)
         out["datasets"][name] = entry
     for metric in ("score", "mse", "mae"):
-        m, h = mean_ci95([r["test"][metric] for r in done.values()])
-        out[metric] = {"mean": m, "ci95": h}
+        out[metric] = interval([r["test"][metric] for r in done.values()])
     return out
 
 
@@ -353,6 +361,10 @@ def _run_models(cfg, models: dict[str, Any], run: RunDir, sessions, names, devic
 
 
 def train_forecast(cfg, run_path: str | Path | None = None) -> RunDir:
+    """Train a forecast or forecast_compare config (every model and seed, each in its own
+    ``seeds/<seed>/`` run directory), test the best checkpoints and run the adaptation protocol on
+    held-out sessions; ``run_path``: exactly this new directory (sweeps). Returns the run, whose
+    ``summary.json`` holds mean and 95% interval over seeds of the test score, MSE and MAE."""
     device = _setup(cfg)
     sessions, names, paths = load_forecast_data(cfg.data)
     resolved = resolved_config(cfg, paths, sessions)
@@ -360,10 +372,7 @@ def train_forecast(cfg, run_path: str | Path | None = None) -> RunDir:
     extra = {"datasets": paths, "task": cfg.task,
              "sessions": {s.name: {"frames": s.T, "units": s.D, "dt": s.dt, "held_out": s.held_out} for s in sessions}}
     seed0 = cfg.training.seeds[0]
-    if run_path is None:
-        run = RunDir.create(cfg.runs_dir, cfg.name, yaml_text, config_hash(cfg), seed=seed0, extra_env=extra)
-    else:
-        run = RunDir.create_at(run_path, yaml_text, seed=seed0, extra_env=extra)
+    run = RunDir.new(run_path, cfg, yaml_text, seed=seed0, extra_env=extra)
     info(f"run directory: {run.path}")
     try:
         return _complete(cfg, run, sessions, names, device, resume=False)
@@ -372,10 +381,10 @@ def train_forecast(cfg, run_path: str | Path | None = None) -> RunDir:
 
 
 def resume_forecast(run_path: str | Path) -> RunDir:
+    """Continue a forecasting run: finished seeds (and models) are kept, interrupted ones resume from
+    their newest usable checkpoint. Returns the run."""
     run = RunDir.open(run_path)
-    data = run.read_config()
-    schema = ForecastCompare if data.get("task") == "forecast_compare" else ForecastExperiment
-    cfg = validate(schema, data, f"config {run.config_path}")
+    cfg = run.load_config()
     run.claim_for_resume()  # the only writer from here on (fails naming the process that has it)
     try:
         device = _setup(cfg)
@@ -387,7 +396,7 @@ def resume_forecast(run_path: str | Path) -> RunDir:
 
 
 def _complete(cfg, run: RunDir, sessions, names, device, resume: bool) -> RunDir:
-    models = dict(cfg.models) if cfg.task == "forecast_compare" else {None: cfg.model}
+    models = cfg.trained_models
     with run.status_on_error():
         results = _run_models(cfg, models, run, sessions, names, device, resume)
     protocol = normalization_protocol(cfg.data)
@@ -421,22 +430,21 @@ def compare_table(results: dict[str, dict[str, Any]], names: list[str]) -> tuple
             if not d:
                 continue
             s = d["score"]
-            rows.append([label, name, f"{fmt(s['mean'])} ± {fmt(s['ci95'], 2)}", fmt(d["mse"]["mean"]),
+            rows.append([label, name, fmt_interval(s), fmt(d["mse"]["mean"]),
                          fmt(d["mae"]["mean"]), str(len(s["values"]))])
     return header, rows
 
 
-def analyze_forecast_run(run_path: str | Path, epochs) -> Path:
-    """Re-evaluate every seed's best checkpoint (test split) and refresh its figures."""
+def analyze_forecast_run(run_path: str | Path, epochs, horizon=None, starts=None) -> Path:
+    """Re-evaluate every seed's best checkpoint (test split) and refresh its figures (``horizon``
+    and ``starts`` are roll-out settings of latent runs: forecasting runs have none)."""
     run = RunDir.open(run_path)
-    data = run.read_config()
-    schema = ForecastCompare if data.get("task") == "forecast_compare" else ForecastExperiment
-    cfg = validate(schema, data, f"config {run.config_path}")
+    cfg = run.load_config()
     if epochs not in (None, ["best"]):
         raise ConfigError("forecasting runs are analysed on their best-validation checkpoint (use --epoch best)")
     device = _setup(cfg)
     sessions, names, _ = load_forecast_data(cfg.data)
-    models = dict(cfg.models) if cfg.task == "forecast_compare" else {None: cfg.model}
+    models = cfg.trained_models
     for label, model_cfg in models.items():
         base = run.path if label is None else run.path / "models" / label
         for seed in cfg.training.seeds:

@@ -8,10 +8,11 @@ from typing import Any
 import torch
 
 from neurocast.checkpoints import resume_checkpoint, seed_everything
-from neurocast.config import config_hash, to_yaml, validate
+from neurocast.config import to_yaml
 from neurocast.data.recording import Recording
+from neurocast.devices import select_device, setup_torch
 from neurocast.errors import ConfigError, DataError
-from neurocast.pipelines.common import dataset_from_config, recordings_by_session, select_device, setup_torch
+from neurocast.pipelines.common import dataset_from_config, recordings_by_session
 from neurocast.progress import info
 from neurocast.runs import RunDir
 from neurocast.schema.latent import LatentExperiment
@@ -40,12 +41,14 @@ def load_data(cfg: LatentExperiment) -> tuple[Path, Recording, list[tuple[str, R
             p = Path(cv.recording).expanduser()
             if not p.exists():
                 raise DataError(
-                    f"cross-validation recording {cv.recording!r} is neither in {folder} ({', '.join(sorted(recs))}) nor a path"
+                    f"cross-validation recording {cv.recording!r} is neither in {folder} ({', '.join(sorted(recs))}) "
+                    "nor a path"
                 )
             (rec,) = recordings_by_session(p).values()
         end = cv.end if cv.end is not None else rec.T
         if not 0 <= cv.start < end <= rec.T:
-            raise ConfigError(f"cross-validation {cv.recording!r}: range [{cv.start}, {end}) is outside its {rec.T} frames")
+            raise ConfigError(f"cross-validation {cv.recording!r}: range [{cv.start}, {end}) is outside its {rec.T} "
+                              "frames")
         cvs.append((cv.name or cv.recording, rec, cv.start, end))
     return folder, train, cvs
 
@@ -56,15 +59,18 @@ def ensure_run_data(cfg: LatentExperiment, run: RunDir) -> None:
         return
     saved = run.path / "simulation.yaml"
     if not saved.is_file():
-        raise DataError(f"the run's dataset {cfg.data.path} no longer exists and the run has no simulation.yaml to rebuild it")
-    from neurocast.config import load_task_config
+        raise DataError(f"the run's dataset {cfg.data.path} no longer exists and the run has no simulation.yaml to "
+                        "rebuild it")
     from neurocast.sim import simulate
+    from neurocast.tasks import load_task_config
 
     info(f"dataset {cfg.data.path} is missing: simulating it again from {saved}")
     simulate(load_task_config(saved), cfg.data.path)
 
 
 def build(cfg: LatentExperiment, device: torch.device, fitted: dict[str, Any] | None = None):
+    """(dataset folder, LatentTask) of a latent config on ``device``; ``fitted``: a checkpoint's task state,
+    whose normalisation is reused instead of refitted."""
     folder, train, cvs = load_data(cfg)
     seed_everything(cfg.training.seed)
     task = LatentTask(cfg, train, cvs, device, fitted=fitted)
@@ -90,13 +96,11 @@ def train_latent(cfg: LatentExperiment, run_path: str | Path | None = None) -> R
         return _fit(cfg, task, run, resume_from=None)
     # the run's config points at the exact dataset it used (a simulation config file may
     # change later); the simulation config is kept beside it to regenerate the data
-    resolved = cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": str(folder.resolve()), "simulation": None})})
+    resolved = cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": str(folder.resolve()),
+                                                                          "simulation": None})})
     yaml_text = to_yaml(resolved)
     extra = {"dataset": str(folder.resolve()), "data_simulation_config": cfg.data.simulation, "task": "latent"}
-    if run_path is None:
-        run = RunDir.create(cfg.runs_dir, cfg.name, yaml_text, config_hash(cfg), seed=tr.seed, extra_env=extra)
-    else:
-        run = RunDir.create_at(run_path, yaml_text, seed=tr.seed, extra_env=extra)
+    run = RunDir.new(run_path, cfg, yaml_text, seed=tr.seed, extra_env=extra)
     sim_yaml = folder / "simulation.yaml"
     if sim_yaml.is_file():
         (run.path / "simulation.yaml").write_text(sim_yaml.read_text())
@@ -111,7 +115,7 @@ def train_latent(cfg: LatentExperiment, run_path: str | Path | None = None) -> R
 def resume_latent(run_path: str | Path) -> RunDir:
     """Continue a killed (or finished-early) run from its latest checkpoint."""
     run = RunDir.open(run_path)
-    cfg = validate(LatentExperiment, run.read_config(), f"config {run.config_path}")
+    cfg = run.load_config()
     run.claim_for_resume()  # the only writer from here on (fails naming the process that has it)
     try:
         latest, state = resume_checkpoint(run.checkpoints)
@@ -164,14 +168,11 @@ def latent_summary(cfg: LatentExperiment, trainer: Trainer, summary: dict[str, A
     """summary.json: losses, checkpoints and the per-multiple comparison with baselines."""
     best = next((h for h in trainer.history if h["epoch"] == trainer.best_epoch), None)
     final = trainer.history[-1] if trainer.history else None
-    tu, ems = cfg.training.time_units, cfg.training.evolve_multiple_steps
-
     def table(rec, prefix="val"):
         if rec is None:
             return None
         rows = []
-        for m in range(1, ems + 1):
-            s = m * tu
+        for s in cfg.training.loss_multiples:
             rows.append({
                 "step": s,
                 "model": rec.get(f"{prefix}/mse_at_{s}"),
@@ -190,10 +191,13 @@ def latent_summary(cfg: LatentExperiment, trainer: Trainer, summary: dict[str, A
         "val_at_multiples_best": best_rows,
         "val_at_multiples_final": table(final),
         "beats_mean_baseline_at_every_multiple": None if not best_rows else all(
-            r["model"] is not None and r["mean_baseline"] is not None and r["model"] < r["mean_baseline"] for r in best_rows
+            r["model"] is not None and r["mean_baseline"] is not None and r["model"] < r["mean_baseline"]
+            for r in best_rows
         ),
-        "beats_linear_baselines_at_every_multiple": None if not best_rows or best_rows[0]["stimulus_baseline"] is None else all(
-            r["model"] is not None and r["model"] < min(r["stimulus_baseline"], r["lds_baseline"]) for r in best_rows
+        "beats_linear_baselines_at_every_multiple": (
+            None if not best_rows or best_rows[0]["stimulus_baseline"] is None else
+            all(r["model"] is not None and r["model"] < min(r["stimulus_baseline"], r["lds_baseline"])
+                for r in best_rows)
         ),
         "final_train_loss": None if final is None else final.get("train/total"),
     }

@@ -16,10 +16,9 @@ from typing import Any
 import torch
 
 from neurocast.checkpoints import load_checkpoint, load_model_state
-from neurocast.config import validate
+from neurocast.devices import select_device
 from neurocast.errors import RunError
 from neurocast.eval.latent_eval import metrics_of, rollout_evaluation
-from neurocast.pipelines.common import select_device
 from neurocast.progress import info
 from neurocast.report import figures
 from neurocast.report.tables import fmt, format_table, markdown_table
@@ -62,7 +61,7 @@ class LatentAnalysis:
         data = self.run.read_config()
         if (data or {}).get("task") != "latent":
             raise RunError(f"{self.run.path} is not a latent-dynamics run (task {data.get('task')!r})")
-        self.cfg = validate(LatentExperiment, data, f"config {self.run.config_path}")
+        self.cfg = self.run.load_config()
         self.device = select_device(device or self.cfg.training.device)
         any_ckpt = next(iter(sorted(self.run.checkpoints.glob("*.pt"))), None)
         if any_ckpt is None:
@@ -97,7 +96,7 @@ class LatentAnalysis:
             "epoch": int(state["epoch"]),
             "horizon": h,
             "time_units": cfg.training.time_units,
-            "training_window": cfg.training.time_units * cfg.training.evolve_multiple_steps,
+            "training_window": cfg.training.window,
             "validation": val,
             "rollouts": metrics_of(ev),
         }
@@ -107,16 +106,17 @@ class LatentAnalysis:
         return out, metrics
 
     def figures(self, ev: dict[str, dict[str, Any]], out: Path, label: str) -> list[Path]:
-        tu = self.cfg.training.time_units
-        window = tu * self.cfg.training.evolve_multiple_steps
+        tu, window = self.cfg.training.time_units, self.cfg.training.window
         made = []
         for name, e in ev.items():
             res = e["results"]
             if not res:
                 continue
             slug = name.replace("/", "_")
-            made.append(figures.rollout_mse(res, window, tu, f"{name}: roll-out MSE ({label})", out / f"rollout_mse_{slug}.png"))
-            made.append(figures.rollout_mse_zoom(res, window, tu, f"{name}: first training windows ({label})", out / f"rollout_zoom_{slug}.png"))
+            made.append(figures.rollout_mse(res, window, tu, f"{name}: roll-out MSE ({label})",
+                                            out / f"rollout_mse_{slug}.png"))
+            made.append(figures.rollout_mse_zoom(res, window, tu, f"{name}: first training windows ({label})",
+                                                 out / f"rollout_zoom_{slug}.png"))
             r = res.get("latent") or next(iter(res.values()))
             made.append(figures.variance_scatter(
                 r.var_true, r.var_err, e["cell_types"],
@@ -197,6 +197,15 @@ def analyze_run(run_dir: str | Path, epochs: list[int | str] | None, horizon: in
         an.close()
 
 
+def analyze_command(run_dir: str | Path, epochs: list[int | str] | None, horizon: int | None = None,
+                    n_starts: int | None = None) -> Path:
+    """`neurocast analyze` of a latent run: :func:`analyze_run`, with the metrics table of a single epoch printed."""
+    folder, results = analyze_run(run_dir, epochs, horizon, n_starts)
+    if len(results) == 1:
+        print_metrics(results[0])
+    return folder
+
+
 def summarize_metrics(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """A table of the roll-out metrics of one analysis (one row per set and roll-out kind), global MSE,
     with the best observation-constrained linear baseline beside the model."""
@@ -237,7 +246,8 @@ TABLE_SEGMENTS = (("within_training_window", "in window"), ("between_observation
                   ("beyond_training_window", "beyond window"))
 
 
-def baseline_table(rollout: dict[str, Any], metric: str = "per_neuron_without_inputs") -> tuple[list[str], list[list[str]]]:
+def baseline_table(rollout: dict[str, Any],
+                   metric: str = "per_neuron_without_inputs") -> tuple[list[str], list[list[str]]]:
     """Model vs every baseline for one set's latent roll-out summary: one row per predictor, one
     column per segment; ``metric``: per_neuron_without_inputs, per_neuron or mse (global)."""
     header = ["predictor"] + [label for _, label in TABLE_SEGMENTS]
@@ -267,7 +277,8 @@ def verdict(name: str, rollout: dict[str, Any], metric: str = "per_neuron_withou
         r = e["ratio"]
         word = "beats" if r < 1 else "does NOT beat"
         parts.append(f"{label} it {word} the best linear baseline ({SHORT.get(e['baseline'], e['baseline'])}): "
-                     f"{fmt(e['model'])} vs {fmt(e['baseline_value'])} ({'%.0f%% lower' % (100 * (1 - r)) if r < 1 else '%.0f%% higher' % (100 * (r - 1))})")
+                     f"{fmt(e['model'])} vs {fmt(e['baseline_value'])} "
+                     f"({'%.0f%% lower' % (100 * (1 - r)) if r < 1 else '%.0f%% higher' % (100 * (r - 1))})")
     return f"- **{name}**: " + "; ".join(parts) + "."
 
 

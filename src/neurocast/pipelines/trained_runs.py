@@ -12,19 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from neurocast.config import validate
 from neurocast.errors import ConfigError, RunError
 from neurocast.runs import RunDir
 from neurocast.schema.forecast import ForecastExperiment
-
-
-def _config(path: Path) -> dict[str, Any]:
-    cfg = path / "config.yaml"
-    if not cfg.exists():
-        raise RunError(f"{path} is not a run directory (no config.yaml)")
-    return yaml.safe_load(cfg.read_text()) or {}
 
 
 def _has_checkpoint(path: Path) -> bool:
@@ -39,13 +31,14 @@ def _pick(options: list[str], wanted: str | None, what: str, where: Path) -> str
     return wanted
 
 
-def forecast_run(path: str | Path, seed: int | None = None, model: str | None = None) -> tuple[RunDir, ForecastExperiment]:
+def forecast_run(path: str | Path, seed: int | None = None,
+                 model: str | None = None) -> tuple[RunDir, ForecastExperiment]:
     """(seed run directory, its forecasting config with the chosen model) for any accepted run path."""
     p = Path(path).expanduser()
     if p.is_file():
         p = p.parent.parent if p.parent.name == "checkpoints" else p.parent
     run = RunDir.open(p)
-    data = _config(run.path)
+    data = run.read_config()
     task = data.get("task")
     if task == "ttt_compare":
         methods = data.get("methods") or ["standard", "fomaml", "e2e_ttt"]
@@ -82,11 +75,6 @@ def forecast_run(path: str | Path, seed: int | None = None, model: str | None = 
     return RunDir(sp), cfg
 
 
-def checkpoint_of(seed_run: RunDir) -> Path:
-    best = seed_run.checkpoints / "best.pt"
-    return best if best.exists() else seed_run.checkpoints / "final.pt"
-
-
 def load_pretrained(model: torch.nn.Module, source: str | Path, seed: int | None = None) -> dict[str, Any]:
     """Copy every parameter of a trained run's checkpoint whose name and shape match into ``model``.
 
@@ -105,11 +93,11 @@ def load_pretrained(model: torch.nn.Module, source: str | Path, seed: int | None
         ckpt = p
     else:
         try:
-            ckpt = checkpoint_of(forecast_run(p, seed)[0])
+            ckpt = forecast_run(p, seed)[0].best_checkpoint()
         except RunError:
             if seed is None:
                 raise
-            ckpt = checkpoint_of(forecast_run(p)[0])
+            ckpt = forecast_run(p)[0].best_checkpoint()
     state = load_checkpoint(ckpt, map_location="cpu")["model"]
     own = model.state_dict()
     loaded, skipped = [], []
@@ -127,5 +115,6 @@ def load_pretrained(model: torch.nn.Module, source: str | Path, seed: int | None
                 skipped.remove(name)
     backbone = [k for k in loaded if not k.startswith(("unit_emb", "session_emb", "init_"))]
     if not backbone:
-        raise ConfigError(f"training.init_from: no parameter of {ckpt} matches this model (different model kind or size?)")
+        raise ConfigError(f"training.init_from: no parameter of {ckpt} matches this model (different model kind or "
+                          "size?)")
     return {"checkpoint": str(ckpt), "loaded": loaded, "skipped": skipped}

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from neurocast.config import config_hash, to_yaml, validate
+from neurocast.config import to_yaml
 from neurocast.data.forecast_data import normalization_protocol
 from neurocast.pipelines.forecast import (
     load_forecast_data,
@@ -35,7 +35,7 @@ from neurocast.pipelines.forecast import (
 )
 from neurocast.progress import info
 from neurocast.report import forecast_figures
-from neurocast.report.tables import fmt, format_table, markdown_table
+from neurocast.report.tables import fmt, fmt_interval, format_table, markdown_table
 from neurocast.runs import RunDir
 from neurocast.schema.forecast import ForecastExperiment, TTTCompare
 from neurocast.train.loop import stop_signal
@@ -60,13 +60,12 @@ def method_config(cfg: TTTCompare, method: str, standard_run: Path | None = None
 
 
 def train_ttt_compare(cfg: TTTCompare, run_path: str | Path | None = None) -> RunDir:
+    """Train every method of a ttt_compare config into one run (``methods/<mode>/``) and compare their
+    adaptation to the held-out sessions; ``run_path``: exactly this new directory. Returns the run."""
     sessions, _, paths = load_forecast_data(cfg.data)  # resolve (and simulate) once, fail early on bad data
     resolved = resolved_config(cfg, paths, sessions)
     text = to_yaml(resolved)
-    if run_path is None:
-        run = RunDir.create(cfg.runs_dir, cfg.name, text, config_hash(cfg), seed=cfg.training.seeds[0])
-    else:
-        run = RunDir.create_at(run_path, text, seed=cfg.training.seeds[0])
+    run = RunDir.new(run_path, cfg, text, seed=cfg.training.seeds[0])
     info(f"run directory: {run.path}")
     try:
         return _methods(resolved, run)
@@ -78,7 +77,7 @@ def resume_ttt_compare(run_path: str | Path) -> RunDir:
     """Continue a comparison: finished methods are kept, interrupted ones resume from their
     checkpoints, methods that never started are trained."""
     run = RunDir.open(run_path)
-    cfg = validate(TTTCompare, run.read_config(), f"config {run.config_path}")
+    cfg = run.load_config()
     run.claim_for_resume()
     try:
         run.set_status("running")
@@ -125,13 +124,8 @@ def collect(mrun: RunDir) -> dict[int, dict[str, Any]]:
     return out
 
 
-def _ci(entry: dict[str, Any] | None, digits: int = 3) -> str:
-    if not entry or entry.get("mean") is None:
-        return "-"
-    return f"{fmt(entry['mean'])} ± {fmt(entry['ci95'], 2)}"
-
-
-def compare(results: dict[str, dict[int, dict[str, Any]]], folder: Path, protocol: dict | None = None) -> dict[str, Any]:
+def compare(results: dict[str, dict[int, dict[str, Any]]], folder: Path,
+            protocol: dict | None = None) -> dict[str, Any]:
     from neurocast.eval.adaptation_protocol import pool
 
     header = ["method", "budget", "zero-shot (mean init)", "zero-shot (own init)", "adapted (K steps)", "gain",
@@ -144,7 +138,8 @@ def compare(results: dict[str, dict[int, dict[str, Any]]], folder: Path, protoco
         secs = [s["seconds_per_step"] for s in seeds.values() if s.get("seconds_per_step") is not None]
         ratios = [s["inner_support_ratio"]["last"] for s in seeds.values() if s.get("inner_support_ratio")]
         for b in budgets:
-            runs = [s["adaptation"]["budgets"][b] for s in seeds.values() if b in (s.get("adaptation") or {}).get("budgets", {})]
+            runs = [s["adaptation"]["budgets"][b] for s in seeds.values()
+                    if b in (s.get("adaptation") or {}).get("budgets", {})]
             st = pool(runs)
             st.pop("per_session")
             if method != "standard" and b in table.get("standard", {}):
@@ -156,10 +151,12 @@ def compare(results: dict[str, dict[int, dict[str, Any]]], folder: Path, protoco
             st["seeds"] = len(runs)
             table.setdefault(method, {})[b] = st
             s95 = st["steps_to_95"]
-            rows.append([method, b, _ci(st["zero_shot_mean_init"]), _ci(st["zero_shot_own_init"]), _ci(st["adapted"]),
-                         _ci(st["gain"]), _ci(st["early_stopped"]), _ci(st["long_finetune"]),
+            rows.append([method, b, fmt_interval(st["zero_shot_mean_init"]), fmt_interval(st["zero_shot_own_init"]),
+                         fmt_interval(st["adapted"]),
+                         fmt_interval(st["gain"]), fmt_interval(st["early_stopped"]), fmt_interval(st["long_finetune"]),
                          str(s95) if s95 is not None else st["steps_to_95_note"].split(" (")[0],
-                         f"{_ci(st['nlinear_train'])} / {_ci(st['nlinear_support'])}", _ci(st["scratch"]),
+                         f"{fmt_interval(st['nlinear_train'])} / {fmt_interval(st['nlinear_support'])}",
+                         fmt_interval(st["scratch"]),
                          fmt(st["inner_support_ratio"]), fmt(st["train_seconds_per_step"]), str(st["n"])])
             curves[f"{method}, {b}"] = (np.asarray(st["steps"]), np.asarray(st["mean_curve"]))
     leaking = bool(protocol and protocol["leaking"])

@@ -55,7 +55,8 @@ def rollout_mse(results: dict, window: int, time_units: int, title: str, path: s
     steps = None
     for kind, r in results.items():
         steps = np.arange(1, r.horizon + 1)
-        ax.plot(steps, r.curve, color=colors.get(kind), lw=1.3, label=f"{kind} roll-out (mean of {r.starts.size} starts)")
+        ax.plot(steps, r.curve, color=colors.get(kind), lw=1.3,
+                label=f"{kind} roll-out (mean of {r.starts.size} starts)")
         if kind == "latent":
             ax.fill_between(steps, np.percentile(r.mse, 10, axis=0), np.percentile(r.mse, 90, axis=0),
                             color=colors.get(kind), alpha=0.15, lw=0, label="latent: 10-90% of starts")

@@ -9,14 +9,15 @@ from pydantic import Field, model_validator
 from neurocast.config import Section
 from neurocast.schema.common import ExperimentBase
 from neurocast.schema.simulation import FlyNetworkConfig
-from neurocast.sim.stimuli import Gratings, Natural
+from neurocast.schema.stimuli import FLOW_FAMILIES, Gratings, Natural
 
 
 class FlowStimulus(Section):
     """Training sequences whose motion field is known exactly at every column: naturalistic textures
     under self-motion (optionally with independently moving objects) and drifting gratings."""
 
-    families: dict[str, float] = Field({"natural": 1.0, "gratings": 1.0}, description="family -> weight (natural, gratings)")
+    families: dict[str, float] = Field({"natural": 1.0, "gratings": 1.0},
+                                       description="family -> weight (natural, gratings)")
     natural: Natural = Natural(objects=(0, 3))
     gratings: Gratings = Gratings()
     frames: int = Field(30, ge=4, description="frames per training sequence (back-propagated through)")
@@ -26,11 +27,9 @@ class FlowStimulus(Section):
 
     @model_validator(mode="after")
     def _burn(self):
-        from neurocast.sim.stimuli import WITH_FLOW
-
         for k, w in self.families.items():
-            if k not in WITH_FLOW:
-                raise ValueError(f"stimulus.families: {k!r} has no known motion field (use {', '.join(WITH_FLOW)})")
+            if k not in FLOW_FAMILIES:
+                raise ValueError(f"stimulus.families: {k!r} has no known motion field (use {', '.join(FLOW_FAMILIES)})")
             if not w > 0:
                 raise ValueError(f"stimulus.families: weight of {k!r} must be > 0, got {w}")
         if not self.families:
@@ -43,8 +42,9 @@ class FlowStimulus(Section):
 class FlowDecoderConfig(Section):
     kind: Literal["ridge", "learned"] = Field(
         "ridge",
-        description="ridge: linear readout solved in closed form, cross-fitted on the batch's halves (the network learns "
-        "to make motion linearly decodable); learned: flyvis's two-layer hexagonal convolution trained with the network",
+        description="ridge: linear readout solved in closed form, cross-fitted on the batch's halves (the network "
+        "learns to make motion linearly decodable); learned: flyvis's two-layer hexagonal convolution trained with "
+        "the network",
     )
     pooling: Literal["global", "local"] = Field(
         "global",
@@ -79,7 +79,8 @@ class ActivityPenalty(Section):
 class FlyTaskTraining(Section):
     epochs: int = Field(16, ge=1)
     iterations_per_epoch: int = Field(50, ge=1, description="optimiser steps per epoch (fresh sequences each)")
-    batch_size: int = Field(32, ge=2, description="sequences per step (a global ridge readout needs many: one sample each)")
+    batch_size: int = Field(32, ge=2,
+                            description="sequences per step (a global ridge readout needs many: one sample each)")
     lr_network: float = Field(3e-2, gt=0, description="Adam lr of the log time constants and log strengths")
     lr_bias: float = Field(1e-2, gt=0, description="Adam lr of the resting potentials")
     lr_decoder: float = Field(3e-3, gt=0, description="Adam lr of a learned decoder")
@@ -93,10 +94,12 @@ class FlyTaskTraining(Section):
 
 
 class FlyTaskConfig(ExperimentBase):
-    """Train the connectome-constrained network's free parameters to estimate optic flow (`neurocast fly train-task`)."""
+    """Train the connectome-constrained network's free parameters to estimate optic flow (`neurocast fly train-task`).
+    """
 
     task: Literal["fly_task"] = "fly_task"
-    network: FlyNetworkConfig = FlyNetworkConfig(extent=3, parameters="untrained", excitatory_gain=0.9, inhibitory_factor=2.0)
+    network: FlyNetworkConfig = FlyNetworkConfig(extent=3, parameters="untrained", excitatory_gain=0.9,
+                                                 inhibitory_factor=2.0)
     dt: float = Field(0.02, gt=0, description="Euler step and frame interval (seconds)")
     stimulus: FlowStimulus = FlowStimulus()
     decoder: FlowDecoderConfig = FlowDecoderConfig()
@@ -108,4 +111,5 @@ class FlyTaskConfig(ExperimentBase):
             raise ValueError("decoder.pooling must be local for a learned decoder (flyvis's per-column flow)")
         return self
 
-    diagnostics_extent: int = Field(2, ge=1, le=15, description="extent of the DSI / realism check run at every validation")
+    diagnostics_extent: int = Field(2, ge=1, le=15,
+                                    description="extent of the DSI / realism check run at every validation")

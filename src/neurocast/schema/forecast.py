@@ -9,7 +9,6 @@ from pydantic import Field, field_validator, model_validator
 from neurocast.config import Section
 from neurocast.schema.common import ExperimentBase
 
-
 # ---------------------------------------------------------------------------- data
 
 
@@ -236,7 +235,8 @@ class ForecastTraining(Section):
     val_every: int = Field(100, ge=1, description="validate (and checkpoint) every N steps")
     val_windows: int = Field(4096, ge=1, description="validation windows per session at most (evenly spaced)")
     seeds: list[int] = Field([0], min_length=1, description="one model per seed; tables give mean and 95% interval")
-    save_checkpoint_every: int = Field(0, ge=0, description="keep a checkpoint every N validations (0: latest/best/final)")
+    save_checkpoint_every: int = Field(0, ge=0,
+                                       description="keep a checkpoint every N validations (0: latest/best/final)")
     device: str = "auto"
     num_threads: int | None = Field(None, ge=1)
     meta: MetaConfig = MetaConfig()
@@ -250,7 +250,8 @@ class AdaptationConfig(Section):
         "session, film (FiLM alpha/beta), output (output layer), backbone (everything else), all"
     )
     init: Literal["auto", "learned", "random", "mean"] = Field(
-        "auto", description="new embeddings: learned (meta-trained models), mean of the trained ones, random; auto picks"
+        "auto", description="new embeddings: learned (meta-trained models), mean of the trained ones, random; "
+        "auto picks"
     )
     steps: int = Field(100, ge=0, description="adaptation steps K of the curve")
     optimizer: Literal["auto", "adam", "sgd"] = Field(
@@ -284,8 +285,8 @@ class AdaptationConfig(Section):
     budget_seconds: list[float] = Field(default_factory=list, description="few-shot budgets in seconds of recording")
     query_windows: int = Field(512, ge=1, description="query windows (later than the support) scored per session")
     baselines: list[Literal["nlinear", "scratch"]] = Field(
-        ["nlinear", "scratch"], description="baselines on the same query windows: NLinear (closed form, on the training "
-        "sessions and on the support), POCO trained from scratch on the support"
+        ["nlinear", "scratch"], description="baselines on the same query windows: NLinear (closed form, on the "
+        "training sessions and on the support), POCO trained from scratch on the support"
     )
     scratch_steps: int = Field(200, ge=1, description="training steps of the from-scratch POCO")
     scratch_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the from-scratch POCO")
@@ -310,6 +311,11 @@ class ForecastExperiment(ExperimentBase):
     training: ForecastTraining = ForecastTraining()
     eval: ForecastEval = ForecastEval()
 
+    @property
+    def trained_models(self) -> dict[str | None, ForecastModelConfig]:
+        """The models a run trains, by label (None: the run's only model, trained in the run directory itself)."""
+        return {None: self.model}
+
 
 class ForecastCompare(ExperimentBase):
     """Several forecasting models on the same data and seeds, one table (`neurocast train`)."""
@@ -319,6 +325,11 @@ class ForecastCompare(ExperimentBase):
     models: dict[str, ForecastModelConfig] = Field(..., min_length=1, description="label -> model")
     training: ForecastTraining = ForecastTraining()
     eval: ForecastEval = ForecastEval()
+
+    @property
+    def trained_models(self) -> dict[str | None, ForecastModelConfig]:
+        """The models a run trains, by label (each in ``models/<label>/`` of the run directory)."""
+        return dict(self.models)
 
 
 class TTTCompare(ForecastExperiment):

@@ -14,7 +14,6 @@ from pydantic import Field, model_validator
 from neurocast.config import Section
 from neurocast.schema.common import ExperimentBase
 
-
 # ---------------------------------------------------------------------------- data
 
 
@@ -96,7 +95,8 @@ class LatentModelConfig(Section):
         if (e.num_hidden_units, e.num_hidden_layers, e.use_input_skips) != (
             d.num_hidden_units, d.num_hidden_layers, d.use_input_skips
         ):
-            raise ValueError("decoder must mirror the encoder: same num_hidden_units, num_hidden_layers, use_input_skips")
+            raise ValueError("decoder must mirror the encoder: same num_hidden_units, num_hidden_layers, "
+                             "use_input_skips")
         return self
 
 
@@ -172,13 +172,29 @@ class LatentTraining(Section):
             raise ValueError("ems_warmup_epochs needs evolve_multiple_steps > 1")
         return self
 
+    @property
+    def window(self) -> int:
+        """Evolver steps a training window spans: time_units x evolve_multiple_steps."""
+        return self.time_units * self.evolve_multiple_steps
+
+    @property
+    def loss_multiples(self) -> list[int]:
+        """The steps with a loss at every observation: tu, 2 tu, ..., ems x tu."""
+        return [m * self.time_units for m in range(1, self.evolve_multiple_steps + 1)]
+
+    @property
+    def loss_steps(self) -> list[int]:
+        """Every step with a loss, in order: the multiples and the intermediate loss steps."""
+        return sorted(set(self.loss_multiples) | set(self.intermediate_loss_steps))
+
 
 class EarlyStopping(Section):
     """Stop when roll-outs on held-out data stop improving (off by default)."""
 
     enabled: bool = False
     every_epochs: int = Field(5, ge=1, description="run the roll-out evaluation every K epochs")
-    dataset: str | None = Field(None, description="'val' or a cross-validation name (default: the first CV set, else val)")
+    dataset: str | None = Field(None,
+                                description="'val' or a cross-validation name (default: the first CV set, else val)")
     metric: Literal["rollout_mse", "stable_horizon"] = "rollout_mse"
     min_improvement: float = Field(0.1, ge=0, lt=1, description="relative improvement that counts (0.1 = 10%)")
     patience: int = Field(3, ge=1, description="evaluations without improvement before stopping")
@@ -219,5 +235,4 @@ class LatentExperiment(ExperimentBase):
     eval: LatentEval = LatentEval()
 
     def rollout_horizon(self) -> int:
-        window = self.training.time_units * self.training.evolve_multiple_steps
-        return self.eval.horizon or max(2000, 10 * window)
+        return self.eval.horizon or max(2000, 10 * self.training.window)

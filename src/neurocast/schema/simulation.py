@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from neurocast.config import Section
-from neurocast.sim.stimuli import StimulusSet
+from neurocast.schema.stimuli import StimulusSet
 
 Channel = Literal["voltage", "calcium", "fluorescence"]
 
@@ -15,7 +15,9 @@ Channel = Literal["voltage", "calcium", "fluorescence"]
 class FlyvisNetwork(Section):
     """A task-trained network of flyvis's ensemble, as `flyvis download-pretrained` leaves it."""
 
-    flyvis: str = Field(..., description="flyvis model directory (.../flow/0000/000) or ensemble directory (.../flow/0000, with member)")
+    flyvis: str = Field(...,
+                        description="flyvis model directory (.../flow/0000/000) or ensemble directory (.../flow/0000, "
+                                    "with member)")
     member: int | None = Field(None, ge=0, description="ensemble member index (folder NNN of the ensemble directory)")
 
 
@@ -28,12 +30,15 @@ class FlyNetworkConfig(Section):
         description="trained: neurocast's own task-trained parameters (shipped); untrained: flyvis's initialisation; "
         "{flyvis: DIR, member: K}: a network of flyvis's pretrained ensemble",
     )
-    parameters_file: str | None = Field(None, description="JSON/YAML with per-type / per-edge-type values (override the above)")
+    parameters_file: str | None = Field(None,
+                                        description="JSON/YAML with per-type / per-edge-type values (override the "
+                                                    "above)")
     seed: int = Field(0, description="untrained only: seed of the resting-potential draw (0 = flyvis's values)")
     strength_scale: float = Field(0.01, gt=0, description="untrained only: strength = scale / mean synapse count")
     excitatory_gain: float | None = Field(
         None, gt=0,
-        description="untrained only: rescale strengths so the excitatory weights' spectral radius is this (<1: bounded)",
+        description="untrained only: rescale strengths so the excitatory weights' spectral radius is this "
+        "(<1: bounded)",
     )
     inhibitory_factor: float = Field(1.0, gt=0, description="untrained only: extra factor on inhibitory strengths")
     deg_per_column: float = Field(5.8, gt=0, description="visual angle between neighbouring columns")
@@ -46,8 +51,8 @@ class FlyNetworkConfig(Section):
             if changed:
                 raise ValueError(
                     f"network.{changed[0]} shapes flyvis's untrained initialisation; with parameters="
-                    f"{self.parameters if isinstance(self.parameters, str) else 'flyvis'} it would change trained values "
-                    "(set network.parameters: untrained, or drop it)"
+                    f"{self.parameters if isinstance(self.parameters, str) else 'flyvis'} it would change trained "
+                    "values (set network.parameters: untrained, or drop it)"
                 )
         return self
 
@@ -87,7 +92,8 @@ class FlySimulationConfig(Section):
     batch: int = Field(16, ge=1, le=256, description="sequences simulated together (one sparse product per step)")
     block_steps: int | None = Field(None, ge=1, description="frames per written block (default: one store chunk)")
     diagnostics: bool = Field(
-        True, description="measure the network's realism (DSI of T4/T5, forgetting time, variance shares) into diagnostics.json"
+        True, description="measure the network's realism (DSI of T4/T5, forgetting time, variance shares) into "
+        "diagnostics.json"
     )
     recordings: dict[str, FlyRecordingSpec] = Field(..., description="recording name -> spec; 'train' by convention")
 

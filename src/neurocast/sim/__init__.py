@@ -14,16 +14,13 @@ def simulate(cfg, output: str | Path | None = None, verify: str = "changed") -> 
     folder is reused only once its stores verify (``verify``: ``changed`` checks sizes and
     re-checksums chunks modified since written; ``full`` re-checksums everything, what
     `neurocast simulate` does); stores that do not are simulated again."""
-    from neurocast.schema.rnn_simulation import RNNSimulationConfig
-    from neurocast.schema.simulation import FlySimulationConfig
     from neurocast.sim.dataset_folder import dataset_folder, dataset_lock, reuse_or_repair
+    from neurocast.tasks import task_spec
 
-    if isinstance(cfg, FlySimulationConfig):
-        from neurocast.sim.fly_simulation import simulate_fly as run
-    elif isinstance(cfg, RNNSimulationConfig):
-        from neurocast.sim.rnn_sessions import simulate_rnn as run
-    else:
+    spec = task_spec(getattr(cfg, "task", None))
+    if spec is None or spec.simulate is None:
         raise ConfigError(f"task {getattr(cfg, 'task', None)!r} is not a simulation")
+    run = spec.get("simulate")
     folder = dataset_folder(cfg, output)
     lock = dataset_lock(folder)
     try:

@@ -17,12 +17,11 @@ makes a second process wait for the first and then reuse what it wrote.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel
-
-import shutil
 
 from neurocast.config import ConfigError, config_hash, to_yaml, validate
 from neurocast.data.store import damage_message, is_store, verify_store

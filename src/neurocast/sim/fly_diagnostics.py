@@ -68,7 +68,8 @@ def _central(net: FlyNetwork, type_name: str) -> int:
 
 def natural_stimulus(net: FlyNetwork, spec: DiagnosticsSpec) -> np.ndarray:
     """(T, C, B) naturalistic luminance, seeded by ``spec.seed``."""
-    from neurocast.sim.stimuli import StimulusSet, StimulusStream
+    from neurocast.schema.stimuli import StimulusSet
+    from neurocast.sim.stimuli import StimulusStream
 
     xy = hex_to_cartesian(net.columns) * spec.deg_per_column
     stim = StimulusSet(families={"natural": 1.0}, segment_s=(1.0, 4.0), seed=spec.seed)
@@ -90,7 +91,8 @@ def edge_stimuli(net: FlyNetwork, spec: DiagnosticsSpec) -> tuple[np.ndarray, li
     for speed in spec.speeds_deg_s:
         for pol in ("on", "off"):
             for a in angles:
-                n = int(np.ceil((spec.edge_end_deg - spec.edge_start_deg) / speed / spec.dt)) + int(round(spec.post_s / spec.dt))
+                n = (int(np.ceil((spec.edge_end_deg - spec.edge_start_deg) / speed / spec.dt))
+                     + int(round(spec.post_s / spec.dt)))
                 meta.append({"angle": float(a), "polarity": pol, "speed": float(speed), "frames": n})
                 lengths.append(n)
     T = max(lengths)

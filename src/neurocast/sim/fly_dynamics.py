@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from neurocast.devices import select_device
 from neurocast.errors import DataError
 from neurocast.sim.fly_network import FlyNetwork
 from neurocast.sim.fly_params import FlyParameters
@@ -46,18 +47,6 @@ def threads_for(work: int, device: torch.device):
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise DataError(f"device {device!r} is not a valid torch device (use auto, cpu, cuda, cuda:0)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DataError(f"device {device!r} was asked for but CUDA is not available here")
-    return dev
 
 
 @dataclass
@@ -95,7 +84,7 @@ class FlySimulator:
         self.tau_calcium = float(tau_calcium)
         self.gain = float(fluorescence_gain)
         self.offset = float(fluorescence_offset)
-        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.device = device if isinstance(device, torch.device) else select_device(device)
         N = net.n_nodes
         weights = params.edge_weights(net)
         order = np.lexsort((net.edge_source, net.edge_target))  # CSR rows = postsynaptic cells

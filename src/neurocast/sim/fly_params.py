@@ -116,7 +116,8 @@ def scale_gains(
         if rho > 0:
             strength *= excitatory_gain / rho
     strength = np.where(p.sign < 0, strength * inhibitory_factor, strength)
-    return FlyParameters(p.time_const.copy(), p.bias.copy(), p.sign.copy(), strength.astype(np.float32), p.syn_count.copy())
+    return FlyParameters(p.time_const.copy(), p.bias.copy(), p.sign.copy(), strength.astype(np.float32),
+                         p.syn_count.copy())
 
 
 def _edge_key(src: str, tar: str) -> str:
@@ -130,7 +131,8 @@ def parameters_to_dict(
     (an extent-independent file: per-type and per-pair values only)."""
     syn: dict[str, float] = {}
     if syn_count:
-        for k, du, dv, n in zip(net.edge_type.tolist(), net.edge_du.tolist(), net.edge_dv.tolist(), p.syn_count.tolist()):
+        for k, du, dv, n in zip(net.edge_type.tolist(), net.edge_du.tolist(), net.edge_dv.tolist(),
+                                p.syn_count.tolist()):
             syn.setdefault(f"{_edge_key(*net.edge_type_keys[k])}@{du},{dv}", float(n))
     out: dict[str, Any] = {"format": FORMAT}
     if provenance:
@@ -176,7 +178,8 @@ def load_parameters(path: str | Path, net: FlyNetwork, base: FlyParameters) -> F
             raise DataError(f"parameter file {path}: unknown cell type {name!r} in nodes")
         for field, value in (values or {}).items():
             if field not in ("time_const", "bias"):
-                raise DataError(f"parameter file {path}: nodes.{name}.{field} is not a node parameter (time_const, bias)")
+                raise DataError(f"parameter file {path}: nodes.{name}.{field} is not a node parameter (time_const, "
+                                "bias)")
             _checked(path, f"nodes.{name}.{field}", value, positive=field == "time_const")
             getattr(p, field)[types[name]] = float(value)
     edge_types = {_edge_key(*k): i for i, k in enumerate(net.edge_type_keys)}
@@ -185,19 +188,22 @@ def load_parameters(path: str | Path, net: FlyNetwork, base: FlyParameters) -> F
             raise DataError(f"parameter file {path}: unknown edge type {name!r} in edges (write 'SRC->TAR')")
         for field, value in (values or {}).items():
             if field not in ("sign", "syn_strength"):
-                raise DataError(f"parameter file {path}: edges.{name}.{field} is not an edge parameter (sign, syn_strength)")
+                raise DataError(f"parameter file {path}: edges.{name}.{field} is not an edge parameter (sign, "
+                                "syn_strength)")
             _checked(path, f"edges.{name}.{field}", value)
             getattr(p, field)[edge_types[name]] = float(value)
     syn = data.get("syn_count") or {}
     if syn:
         keys = np.array(
-            [f"{_edge_key(*net.edge_type_keys[k])}@{du},{dv}" for k, du, dv in zip(net.edge_type.tolist(), net.edge_du.tolist(), net.edge_dv.tolist())],
+            [f"{_edge_key(*net.edge_type_keys[k])}@{du},{dv}"
+             for k, du, dv in zip(net.edge_type.tolist(), net.edge_du.tolist(), net.edge_dv.tolist())],
             dtype=object,
         )
         known = set(keys.tolist())
         for key, value in syn.items():
             if key not in known:
-                raise DataError(f"parameter file {path}: syn_count key {key!r} matches no edge (write 'SRC->TAR@du,dv')")
+                raise DataError(f"parameter file {path}: syn_count key {key!r} matches no edge "
+                                "(write 'SRC->TAR@du,dv')")
             _checked(path, f"syn_count.{key}", value, positive=True)
             p.syn_count[keys == key] = float(value)
     return p

@@ -23,11 +23,12 @@ import numpy as np
 import torch
 
 from neurocast.data.store import RecordingWriter, default_chunk_steps
+from neurocast.devices import select_device
 from neurocast.errors import DataError
 from neurocast.progress import info, progress
 from neurocast.schema.simulation import FlyNetworkConfig, FlyRecordingSpec, FlySimulationConfig
 from neurocast.sim.dataset_folder import COMPLETE, dataset_folder, finished_store, mark_complete, open_dataset  # noqa: F401
-from neurocast.sim.fly_dynamics import FlySimulator, resolve_device
+from neurocast.sim.fly_dynamics import FlySimulator
 from neurocast.sim.fly_network import FlyNetwork, build_network, hex_to_cartesian
 from neurocast.sim.fly_params import (
     FlyParameters,
@@ -37,8 +38,6 @@ from neurocast.sim.fly_params import (
     save_parameters,
     scale_gains,
 )
-
-
 
 TRAINED_PARAMETERS = Path(__file__).parent / "params" / "flow_trained.json"
 
@@ -84,7 +83,7 @@ def simulate_fly(cfg: FlySimulationConfig, output: str | Path | None = None) -> 
         return folder
     net, params, what = build_model(cfg)
     save_parameters(folder / "parameters.json", net, params, provenance={"parameters": what})
-    device = resolve_device(cfg.device)
+    device = select_device(cfg.device)
     for name, spec in cfg.recordings.items():
         path = folder / f"{name}.zarr"
         if finished_store(path):
@@ -116,7 +115,8 @@ def read_diagnostics(path: str | Path) -> dict | None:
         return None
 
 
-def write_diagnostics(folder: Path, cfg: FlySimulationConfig, net: FlyNetwork, params: FlyParameters, what: str) -> dict:
+def write_diagnostics(folder: Path, cfg: FlySimulationConfig, net: FlyNetwork, params: FlyParameters,
+                      what: str) -> dict:
     """The realism numbers of the simulated network (``neurocast fly diagnose``) into ``folder/diagnostics.json``."""
     import json
     import os
@@ -126,7 +126,7 @@ def write_diagnostics(folder: Path, cfg: FlySimulationConfig, net: FlyNetwork, p
     train = cfg.recordings.get("train") or next(iter(cfg.recordings.values()))
     noise = cfg.dynamics.noise_std if train.noise_std is None else train.noise_std
     spec = DiagnosticsSpec(dt=cfg.dynamics.dt, deg_per_column=cfg.network.deg_per_column, noise_std=noise,
-                           warmup_s=cfg.dynamics.warmup_s, device=str(resolve_device(cfg.device)))
+                           warmup_s=cfg.dynamics.warmup_s, device=str(select_device(cfg.device)))
     info("measuring the network's realism (fly diagnose)")
     diag = {"parameters": what, **diagnose(net, params, spec)}
     tmp = folder / f".{DIAGNOSTICS}.tmp-{os.getpid()}"

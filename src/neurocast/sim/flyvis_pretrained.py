@@ -57,13 +57,15 @@ def resolve_model_dir(path: str | Path, member: int | None = None) -> Path:
             raise DataError(f"flyvis ensemble {p} has no member {int(member):03d} (it holds {span})")
         p = cand
     if not (p / CHECKPOINT).is_file():
-        hint = " (an ensemble directory: give a member index)" if any((d / CHECKPOINT).is_file() for d in p.iterdir() if d.is_dir()) else ""
+        ensemble = any((d / CHECKPOINT).is_file() for d in p.iterdir() if d.is_dir())
+        hint = " (an ensemble directory: give a member index)" if ensemble else ""
         raise DataError(f"{p} is not a flyvis model directory: it has no {CHECKPOINT}{hint}")
     return p
 
 
 @lru_cache(maxsize=4)
-def _flyvis_groups(connectome_file: str | None, n_syn_fill: float) -> tuple[np.ndarray, dict[tuple[int, int, int], int], np.ndarray]:
+def _flyvis_groups(connectome_file: str | None,
+                   n_syn_fill: float) -> tuple[np.ndarray, dict[tuple[int, int, int], int], np.ndarray]:
     """(pair index of every flyvis pair group, (pair, du, dv) -> offset group, counts of the offset groups)."""
     big = build_network(FLYVIS_EXTENT, connectome_file, n_syn_fill)
     n_pairs = len(big.edge_type_keys)
@@ -91,7 +93,8 @@ def _read_meta(model: Path) -> None:
         raise DataError(f"{meta_path}: dynamics {dyn!r} is not supported (only PPNeuronIGRSynapses, flyvis's default)")
     extent = (net_cfg.get("connectome") or {}).get("extent")
     if extent not in (None, FLYVIS_EXTENT):
-        raise DataError(f"{meta_path}: network trained at extent {extent}; only flyvis's extent-{FLYVIS_EXTENT} tables are mapped")
+        raise DataError(f"{meta_path}: network trained at extent {extent}; only flyvis's extent-{FLYVIS_EXTENT} tables "
+                        "are mapped")
 
 
 def read_checkpoint(model: Path) -> dict[str, np.ndarray]:
@@ -106,7 +109,8 @@ def read_checkpoint(model: Path) -> dict[str, np.ndarray]:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path} is not a readable torch checkpoint (truncated or not a flyvis file): {first}") from None
+        raise DataError(f"{path} is not a readable torch checkpoint (truncated or not a flyvis file): "
+                        f"{first}") from None
     if not isinstance(state, dict) or not isinstance(state.get("network"), dict):
         raise DataError(f"{path} is not a flyvis checkpoint: it has no 'network' parameter dictionary")
     net = state["network"]
@@ -178,14 +182,6 @@ def load_flyvis_parameters(path: str | Path, net: FlyNetwork, member: int | None
         syn_strength=np.maximum(strength, 0.0).astype(np.float32),
         syn_count=syn_count.astype(np.float32),
     )
-
-
-def list_members(path: str | Path) -> list[int]:
-    """Member indices of an ensemble directory (folders NNN holding a checkpoint)."""
-    p = Path(path).expanduser()
-    if not p.is_dir():
-        raise DataError(f"flyvis ensemble {p} does not exist")
-    return sorted(int(d.name) for d in p.iterdir() if d.is_dir() and d.name.isdigit() and (d / CHECKPOINT).is_file())
 
 
 def connectome_for(net: FlyNetwork) -> str | None:

@@ -65,7 +65,10 @@ class FlyFlowTask:
         ).to(device)
         r = np.abs(net.columns).max(axis=1)
         r = np.maximum(r, np.abs(net.columns.sum(axis=1)))  # hex distance from the centre
-        self.inner = torch.from_numpy(r < max(net.extent, 1)).to(device) if net.extent > 1 else torch.ones(net.n_columns, dtype=torch.bool, device=device)
+        if net.extent > 1:
+            self.inner = torch.from_numpy(r < max(net.extent, 1)).to(device)
+        else:
+            self.inner = torch.ones(net.n_columns, dtype=torch.bool, device=device)
         xy = hex_to_cartesian(net.columns) * cfg.network.deg_per_column
         self.xy = torch.from_numpy(xy.astype(np.float32)).to(device)
         self.r2 = (self.xy**2).sum(dim=1)
@@ -167,7 +170,8 @@ class FlyFlowTask:
         e = self._flow_errors(V, batch)
         loss = e["unexplained"] if self.model.decoder.kind == "ridge" else e["epe"]
         pen = self._penalty(V)
-        return {"total": loss + pen, "unexplained_flow_variance": e["unexplained"].detach(), "flow_epe": e["epe"].detach(),
+        return {"total": loss + pen, "unexplained_flow_variance": e["unexplained"].detach(),
+                "flow_epe": e["epe"].detach(),
                 "zero_flow_epe": e["zero_epe"].detach(), "activity_penalty": pen}
 
     def validate(self, epoch: int) -> dict[str, Any]:

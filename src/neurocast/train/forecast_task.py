@@ -20,12 +20,7 @@ import torch
 from neurocast.data.forecast_data import Session, WindowSampler, make_batch
 from neurocast.distributed import shard_rows
 from neurocast.eval.forecast_eval import aggregate, evaluate_sessions
-
-
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
-    m = unit_mask[:, None, :].expand_as(pred)
-    diff = torch.where(m, pred - target, torch.zeros((), device=pred.device))
-    return (diff * diff).sum() / m.sum().clamp_min(1)
+from neurocast.eval.metrics import masked_mse
 
 
 class ForecastTask:
@@ -75,7 +70,7 @@ class ForecastTask:
         total = torch.zeros((), device=self.device)
         out: dict[str, torch.Tensor] = {}
         for name, w, b in zip(self.dataset_names, self.weights, batch):
-            loss = masked_mse(self.model(b), b.y, b.unit_mask)
+            loss = masked_mse(self.model(b), b.y, b.unit_mask, per_unit=True)
             out[f"mse_{name}"] = loss
             total = total + w * loss
         out["total"] = total

@@ -9,7 +9,8 @@ Validation metrics (normalised units, MSE) for each loss multiple m = 1..ems:
 ``val/mse_at_{m*tu}`` for the model, ``val/mean_baseline_at_{..}`` for the constant
 training-mean predictor, ``val/copy_baseline_at_{..}`` for copy-last (the start frame
 repeated), and ``val/stimulus_baseline_at_{..}`` / ``val/lds_baseline_at_{..}`` for the
-stimulus-only ridge and the PCA linear dynamics (:mod:`neurocast.eval.latent_baselines`). ``val/loss`` (checkpoint selection) is the model's mean over multiples.
+stimulus-only ridge and the PCA linear dynamics (:mod:`neurocast.eval.latent_baselines`).
+``val/loss`` (checkpoint selection) is the model's mean over multiples.
 Cross-validation sets log the same under ``cv/<name>/...``.
 """
 
@@ -24,9 +25,9 @@ import torch
 
 from neurocast.data.acquisition import Acquisition
 from neurocast.data.latent_windows import LatentWindows, make_batch
-from neurocast.distributed import shard_rows
 from neurocast.data.normalization import Normalizer
 from neurocast.data.recording import Recording
+from neurocast.distributed import shard_rows
 from neurocast.errors import ConfigError, DataError
 from neurocast.eval.early_stopping import EarlyStopping
 from neurocast.eval.metrics import masked_mean
@@ -111,7 +112,7 @@ class LatentTask:
             )
         self.channel = channel
         self.tu, self.ems = tr.time_units, tr.evolve_multiple_steps
-        self.window = self.tu * self.ems
+        self.window = tr.window
         ts, te, vs, ve = resolve_split(cfg, train_rec)
         self.split = (ts, te, vs, ve)
         mode = tr.acquisition_mode.mode
@@ -126,8 +127,7 @@ class LatentTask:
             self.norm, self.stim_norm = fit_normalizers(
                 train_rec, channel, ts, te, self.acq, cfg.data.normalization, cfg.data.chunk_frames, use_stim
             )
-        steps = sorted({m * self.tu for m in range(1, self.ems + 1)} | set(tr.intermediate_loss_steps))
-        self.steps = steps
+        self.steps = tr.loss_steps
 
         def windows(rec: Recording, a: int, b: int) -> LatentWindows:
             if rec.N != train_rec.N:
@@ -270,7 +270,8 @@ class LatentTask:
                 x0 = b.x0.cpu().numpy()
                 st = np.stack([stim_block[r : r + self.window] for r in rows])
                 scored = np.asarray(b.steps)
-                lds = torch.as_tensor(base.lds.rollout(x0, st, self.window, scored), dtype=torch.float32, device=self.device)
+                lds = torch.as_tensor(base.lds.rollout(x0, st, self.window, scored), dtype=torch.float32,
+                                      device=self.device)
             for k in range(1, self.window + 1):
                 z = model.evolve(z, None if s_enc is None else s_enc[:, k - 1])
                 m = (k - 1) // tu  # multiple this step belongs to (staggered: whole interval)

@@ -32,7 +32,13 @@ from typing import Any
 
 import torch
 
-from neurocast.checkpoints import capture_rng_state, load_checkpoint, load_model_state, restore_rng_state, save_checkpoint
+from neurocast.checkpoints import (
+    capture_rng_state,
+    load_checkpoint,
+    load_model_state,
+    restore_rng_state,
+    save_checkpoint,
+)
 from neurocast.errors import CheckpointError, StorageError, TrainingError
 from neurocast.progress import info, progress
 from neurocast.runs import RunDir
@@ -86,7 +92,8 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.dist.local_rank] if next(task.model.parameters()).is_cuda else None
-            self.ddp = DistributedDataParallel(distributed.LossModule(task), device_ids=ids, find_unused_parameters=True)
+            self.ddp = DistributedDataParallel(distributed.LossModule(task), device_ids=ids,
+                                               find_unused_parameters=True)
         self.task = task
         self.opt = optimizer
         self.scheduler = scheduler
@@ -132,7 +139,8 @@ class Trainer:
             path = save_checkpoint(self.run.checkpoints / name, self._state())
         except StorageError as exc:  # say what survives and how to go on
             kept = sorted(p.name for p in self.run.checkpoints.glob("*.pt"))
-            advice = (f"the run keeps {', '.join(kept)}; free some space, then `neurocast train --resume {self.run.path}`"
+            advice = (f"the run keeps {', '.join(kept)}; free some space, then `neurocast train --resume "
+                      f"{self.run.path}`"
                       if kept else "no checkpoint was written yet: the run starts again from scratch")
             raise StorageError(f"{exc}; {advice}") from None
         self.saved[name] = self.epoch
@@ -199,7 +207,8 @@ class Trainer:
                 if self.grad_clip > 0:
                     gnorm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
                 else:
-                    gnorm = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params])) if params else torch.zeros(())
+                    gnorm = (torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params]))
+                             if params else torch.zeros(()))
                 if not torch.isfinite(gnorm):
                     self._diverged(epoch, {**losses, "grad_norm": gnorm})
                 self.opt.step()
@@ -276,7 +285,9 @@ class Trainer:
 
     def _diverged(self, epoch: int, losses: dict[str, torch.Tensor]) -> None:
         parts = ", ".join(f"{k}={float(v.detach() if torch.is_tensor(v) else v):.4g}" for k, v in losses.items())
-        last = self.run.checkpoints / "latest.pt" if self.run is not None and (self.run.checkpoints / "latest.pt").exists() else None
+        last = None
+        if self.run is not None and (self.run.checkpoints / "latest.pt").exists():
+            last = self.run.checkpoints / "latest.pt"
         if self.run is not None:  # epoch and step numbered like the message (from 1)
             self.run.set_status("failed")
             self.run.log({"epoch": epoch + 1, "step": self.step + 1, "event": "diverged",
@@ -310,10 +321,6 @@ _STOP_SIGNAL: list[int] = []
 def stop_signal() -> int | None:
     """The SIGTERM/SIGUSR2 this process received while training, or None."""
     return _STOP_SIGNAL[-1] if _STOP_SIGNAL else None
-
-
-def clear_stop_signal() -> None:
-    _STOP_SIGNAL.clear()
 
 
 @contextmanager

@@ -11,7 +11,7 @@ dataset; each keeps its own dataset embedding). For every session:
    of overlapping windows);
 2. fresh embeddings for its units and session start from the learned initialisation
    (``meta.init``) - the state a brand-new recording starts in at test time;
-3. the inner loop (:func:`neurocast.train.ttt.inner_loop`, the same loop test-time
+3. the inner loop (:func:`neurocast.eval.inner_loop.inner_loop`, the same loop test-time
    adaptation uses) takes ``inner_steps`` SGD (or Adam, ``inner_optimizer``) steps of size
    ``inner_lr`` - or of learned per-group step sizes with ``learn_inner_lr`` (Meta-SGD) -
    on those embeddings and any
@@ -24,8 +24,9 @@ the Perceiver, the FiLM/MLP head, the dataset embeddings and the initialisation.
 FOMAML treats the inner gradients as constants; E2E-TTT (second order) differentiates
 through them (``create_graph=True``). ``support_ratio`` (logged) is the support loss
 after the inner loop over the loss before it: near 1, the inner loop does nothing and
-inner_lr is too small. ``training.init_from`` starts meta-training from a standard run. Optional activation checkpointing recomputes the
-inner loop in the backward pass; optional bf16 autocast on CUDA.
+inner_lr is too small. ``training.init_from`` starts meta-training from a standard run.
+Optional activation checkpointing recomputes the inner loop in the backward pass; optional
+bf16 autocast on CUDA.
 
 Validation adapts each of up to ``meta.val_sessions`` training sessions with the same
 inner loop, from its earliest training windows, and scores its validation split.
@@ -42,16 +43,10 @@ import torch
 from neurocast.data.forecast_data import Session, make_batch
 from neurocast.errors import ConfigError, DataError
 from neurocast.eval.adaptation import adapt_session
+from neurocast.eval.inner_loop import inner_loop
+from neurocast.eval.metrics import masked_mse
+from neurocast.models.functional import adaptable, adapted_names, fast_init, forward_with, localise
 from neurocast.train.forecast_task import ForecastTask
-from neurocast.train.ttt import (
-    adaptable,
-    adapted_names,
-    fast_init,
-    forward_with,
-    inner_loop,
-    localise,
-    masked_mse,
-)
 
 
 def support_query_split(starts: np.ndarray, length: int, n_support: int, n_query: int, rng: np.random.Generator,
@@ -140,9 +135,10 @@ class MetaTask(ForecastTask):
                                      optimizer=self.meta.inner_optimizer, names=adapted_names(fast, self.meta.adapt))
             # the query forward is differentiated once (only the inner steps twice): any kernel
             q = masked_mse(forward_with(self.model, fast, query, self.meta.activation_checkpointing).float(),
-                           query.y, query.unit_mask)
+                           query.y, query.unit_mask, per_unit=True)
             with torch.no_grad():  # the support loss after the last inner step (inner[-1] is before it)
-                after = masked_mse(forward_with(self.model, fast, support).float(), support.y, support.unit_mask)
+                after = masked_mse(forward_with(self.model, fast, support).float(), support.y, support.unit_mask,
+                                   per_unit=True)
         return q, inner[0].detach(), after
 
     def losses(self, batch, epoch: int) -> dict[str, torch.Tensor]:

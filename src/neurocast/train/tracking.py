@@ -59,10 +59,6 @@ class Tracker:
         if self.wandb is not None and scalars:
             self.wandb.log(scalars, step=step)
 
-    def figure(self, tag: str, fig, step: int) -> None:
-        if self.tb is not None:
-            self.tb.add_figure(tag, fig, step, close=False)
-
     def flush(self) -> None:
         if self.tb is not None:
             self.tb.flush()

@@ -62,7 +62,8 @@ def time_axis(time: np.ndarray, path: Path, field: str) -> None:
     steps = np.diff(time)
     if np.any(steps <= 0):
         k = int(np.flatnonzero(steps <= 0)[0])
-        raise DataError(f"{path}: {field} must increase strictly; entry {k + 1} ({time[k + 1]}) is not after entry {k} ({time[k]})")
+        raise DataError(f"{path}: {field} must increase strictly; entry {k + 1} ({time[k + 1]}) is not after entry {k} "
+                        f"({time[k]})")
 
 
 def make_recording(path: Path, *args: Any, **kwargs: Any) -> Recording:

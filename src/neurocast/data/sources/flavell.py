@@ -62,7 +62,8 @@ class FlavellHDF5:
                 raise DataError(f"{path}: no dataset {key!r} (is this a Flavell-lab processed file?)")
             try:
                 activity = np.asarray(f[key][()], dtype=np.float64)
-                time = np.asarray(f["timing/timestamp_confocal"][()], dtype=np.float64) if "timing/timestamp_confocal" in f else None
+                stamps = "timing/timestamp_confocal"
+                time = np.asarray(f[stamps][()], dtype=np.float64) if stamps in f else None
             except OSError as exc:
                 raise DataError(f"{path}: cannot read {key!r} (truncated or corrupt file?): {exc}") from None
             if activity.ndim != 2:

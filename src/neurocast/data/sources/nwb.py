@@ -183,7 +183,9 @@ def _rois(series, key: str, path: Path, N: int):
             if mask in cols:
                 positions = np.stack([_centre(table[mask][int(r)], mask) for r in rows])
                 break
-    cell_types = [str(v) for v in np.asarray(table["cell_type"][:], dtype=object)[rows]] if "cell_type" in cols else None
+    cell_types = None
+    if "cell_type" in cols:
+        cell_types = [str(v) for v in np.asarray(table["cell_type"][:], dtype=object)[rows]]
     return ids, positions, cell_types
 
 
@@ -223,7 +225,8 @@ def _behaviour(nwb, path: Path, time: np.ndarray) -> tuple[dict[str, np.ndarray]
         return out, skipped
     for iname, iface in module.data_interfaces.items():
         members = {iname: iface} if isinstance(iface, TimeSeries) else {
-            f"{iname}/{n}": s for attr in ("time_series", "spatial_series") for n, s in (getattr(iface, attr, None) or {}).items()
+            f"{iname}/{n}": s
+            for attr in ("time_series", "spatial_series") for n, s in (getattr(iface, attr, None) or {}).items()
         }
         for name, ts in members.items():
             values, times = _series_values(ts)

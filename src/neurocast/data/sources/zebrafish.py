@@ -89,6 +89,7 @@ class ZebrafishTectumCSV:
                 positions=positions,
                 neuron_ids=[f"cell{i}" for i in range(matrix.shape[0])],
                 session=fish,
-                provenance={"source": self.name, "file": str(path), "coordinates": str(coords_path) if positions is not None else None},
+                provenance={"source": self.name, "file": str(path),
+                            "coordinates": str(coords_path) if positions is not None else None},
             )
         ]

@@ -1,34 +1,25 @@
-"""Functional test-time training: adapting a POCO model to one session's data.
+"""Functional use of a forecasting model: other tensors in place of its own, for test-time training.
 
 A session seen for the first time has no embeddings. Its *fast* parameters are a unit
-table (D, d) and a session vector (1, d), created from an initialisation
-(``learned``: the meta-learned init vectors; ``mean``: the mean of the trained
-embeddings; ``random``: N(0, 0.02)), and used through
-``torch.func.functional_call(model, fast, (batch,))`` on a batch whose unit ids and
-session index are local (0..D-1, 0). Other parameters join the fast set by named group
-(:data:`GROUPS`: ``units``, ``session``, ``film``, ``output``, ``backbone``; aliases
-``embeddings`` = units + session and ``all``); the model's own tensors never change.
-
-:func:`inner_loop` is the one adaptation loop of the project: meta-training's inner
-loop, meta-validation and test-time adaptation (``neurocast adapt``, the protocol) all
-call it. It takes SGD or Adam steps (written functionally, so that both can be
-differentiated through) on the fast tensors with support windows. With
-``create_graph=False`` the gradients are constants (first-order MAML); with
-``create_graph=True`` the outer loss differentiates through every inner step
-(second-order, "E2E-TTT"). Per-group step sizes may be tensors (Meta-SGD: learned
-log-step-sizes, ``model.inner_log_lr``).
+table (D, d) and a session vector (1, d), created by :func:`fast_init` from an
+initialisation (``learned``: the meta-learned init vectors; ``mean``: the mean of the
+trained embeddings; ``random``: N(0, 0.02)), and used through
+``torch.func.functional_call(model, fast, (batch,))`` (:func:`forward_with`) on a batch
+whose unit ids and session index are local (0..D-1, 0: :func:`localise`). Other parameters
+join the fast set by named group (:data:`GROUPS`: ``units``, ``session``, ``film``,
+``output``, ``backbone``; aliases ``embeddings`` = units + session and ``all``); the
+model's own tensors never change. The loop that takes gradient steps on them is
+:func:`neurocast.eval.inner_loop.inner_loop`.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
+from neurocast.data.forecast_batch import ForecastBatch
 from neurocast.errors import ConfigError
-from neurocast.models.forecast_base import ForecastBatch
 from neurocast.models.poco import ADAPT_GROUPS
 
 EMBEDDINGS = ("unit_emb", "session_emb")
@@ -42,12 +33,6 @@ def double_backward_attention(enabled: bool = True):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     return sdpa_kernel(SDPBackend.MATH) if enabled else nullcontext()
-
-
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
-    m = unit_mask[:, None, :].expand_as(pred)
-    diff = torch.where(m, pred - target, torch.zeros((), device=pred.device, dtype=pred.dtype))
-    return (diff * diff).sum() / m.sum().clamp_min(1)
 
 
 def localise(batch: ForecastBatch) -> ForecastBatch:
@@ -133,7 +118,8 @@ def group_of(name: str) -> str | None:
     return "backbone"
 
 
-def adaptable(model, fast: dict[str, torch.Tensor], adapt="embeddings", detach: bool = False) -> dict[str, torch.Tensor]:
+def adaptable(model, fast: dict[str, torch.Tensor], adapt="embeddings",
+              detach: bool = False) -> dict[str, torch.Tensor]:
     """The fast tensors for ``adapt`` groups: the new session's embeddings plus the model's
     parameters of the other chosen groups (as they are, so an outer loss reaches them, or
     detached copies with ``detach`` for plain test-time adaptation)."""
@@ -165,58 +151,3 @@ def group_lrs(model, names, lr: float | None) -> dict[str, float | torch.Tensor]
     if not hasattr(model, "inner_log_lr"):
         raise ConfigError("no learning rate given and the model has no learned step sizes (meta.learn_inner_lr)")
     return {n: model.inner_log_lr[GROUPS.index(group_of(n))].exp() for n in names}
-
-
-def inner_loop(
-    model,
-    fast: dict[str, torch.Tensor],
-    support: ForecastBatch | Callable[[int], ForecastBatch],
-    steps: int,
-    lr: float | None,
-    create_graph: bool,
-    checkpointed: bool = False,
-    loss_fn: Callable = masked_mse,
-    optimizer: str = "sgd",
-    track: bool = True,
-    callback: Callable[[int, dict[str, torch.Tensor], torch.Tensor], bool] | None = None,
-    names: list[str] | None = None,
-) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
-    """``steps`` gradient steps on the fast tensors with the support batch; returns (fast', support losses).
-
-    ``support`` is a batch, or a function of the step (0-based) returning one (mini-batches).
-    ``lr`` None uses the model's learned per-group step sizes. ``optimizer``: ``sgd`` or
-    ``adam`` (bias-corrected, betas 0.9 / 0.999). ``track=False`` cuts every step from the
-    previous one (plain adaptation; memory does not grow with the steps); meta-training
-    keeps the chain so that the outer loss reaches the initialisation. ``callback(k,
-    fast, loss)`` runs after step k (1-based); returning True stops the loop. ``names``:
-    the fast tensors that take steps (default: every one that requires a gradient).
-    """
-    if optimizer not in ("sgd", "adam"):
-        raise ConfigError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
-    b1, b2, eps = 0.9, 0.999, 1e-8
-    moments: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    names = [k for k, v in fast.items() if v.requires_grad] if names is None else list(names)
-    lrs = group_lrs(model, names, lr)
-    losses = []
-    for k in range(steps):
-        b = support(k) if callable(support) else support
-        pred = forward_with(model, fast, b, checkpointed, second_order=create_graph)
-        loss = loss_fn(pred, b.y, b.unit_mask)
-        grads = torch.autograd.grad(loss, [fast[n] for n in names], create_graph=create_graph, allow_unused=True)
-        new = dict(fast)
-        for n, g in zip(names, grads):
-            if g is None:
-                continue
-            g = g if create_graph else g.detach()
-            if optimizer == "adam":
-                m, v = moments.get(n, (torch.zeros_like(g), torch.zeros_like(g)))
-                m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
-                moments[n] = (m, v)
-                g = (m / (1 - b1 ** (k + 1))) / ((v / (1 - b2 ** (k + 1))).sqrt() + eps)
-            step = fast[n] - lrs[n] * g
-            new[n] = step if track else step.detach().requires_grad_(True)
-        fast = new
-        losses.append(loss if track else loss.detach())
-        if callback is not None and callback(k + 1, fast, loss.detach()):
-            break
-    return fast, losses
