@@ -199,3 +199,9 @@ def test_train_task_cli_writes_parameters_that_simulate(run_cli, tmp_path):
     # resuming a finished run is refused with one line
     code, _, err = run_cli("fly", "train-task", "--resume", run)
     assert code == 2 and "already complete" in err
+    # `neurocast train` trains the same task (the registry's pipeline); train-task refuses other tasks
+    code, out, err = run_cli("train", cfg, "--training.epochs", "1", "--run-dir", tmp_path / "via_train")
+    assert code == 0 and out.strip().splitlines()[-1] == str(tmp_path / "via_train"), err
+    assert (tmp_path / "via_train" / "parameters.json").exists()
+    code, _, err = run_cli("fly", "train-task", "latent_20step")
+    assert code == 2 and "task 'latent' is not fly_task" in err

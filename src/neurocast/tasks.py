@@ -65,8 +65,10 @@ _FORECAST = "neurocast.pipelines.forecast"
 TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
     TaskSpec("fly_simulation", "neurocast.schema.simulation:FlySimulationConfig",
              simulate="neurocast.sim.fly_simulation:simulate_fly"),
-    # trained by `neurocast fly train-task` (neurocast.pipelines.fly_task), not by `neurocast train`
-    TaskSpec("fly_task", "neurocast.schema.fly_task:FlyTaskConfig"),
+    # the fly network's own parameters, trained on optic flow (`neurocast train` or `neurocast fly train-task`)
+    TaskSpec("fly_task", "neurocast.schema.fly_task:FlyTaskConfig",
+             train="neurocast.pipelines.fly_task:train_fly_task", resume="neurocast.pipelines.fly_task:resume_fly_task",
+             seed_key="training.seed"),
     TaskSpec("latent", "neurocast.schema.latent:LatentExperiment",
              train="neurocast.pipelines.latent:train_latent", resume="neurocast.pipelines.latent:resume_latent",
              analyze="neurocast.pipelines.latent_analysis:analyze_command", seed_key="training.seed",

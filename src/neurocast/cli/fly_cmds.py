@@ -17,23 +17,25 @@ def _train_task_args(p: argparse.ArgumentParser) -> None:
 @register("train-task", "train the fly network's parameters to estimate optic flow; prints the run directory",
           _train_task_args, group="fly")
 def _cmd_train_task(args: argparse.Namespace) -> int:
+    """`neurocast train` restricted to fly_task configs (the same code path, resume included)."""
+    from neurocast.cli.train_cmds import _cmd_train
     from neurocast.errors import ConfigError
-    from neurocast.pipelines.fly_task import resume_fly_task, train_fly_task
     from neurocast.presets_index import resolve_config_path
     from neurocast.tasks import load_task_config
 
-    if args.resume:
-        if args.config or args.overrides:
-            raise ConfigError("--resume RUN_DIR takes no config or overrides (the run's own config.yaml is used)")
-        emit_path(resume_fly_task(args.resume).path)
-        return 0
-    if not args.config:
+    if args.config and not args.resume:
+        task = load_task_config(resolve_config_path(args.config), args.overrides).task
+        if task != "fly_task":
+            raise ConfigError(f"{args.config}: task {task!r} is not fly_task (use `neurocast train` for it)")
+    elif args.resume and not args.config:
+        from neurocast.runs import RunDir
+
+        task = RunDir.open(args.resume).read_config().get("task")
+        if task != "fly_task":
+            raise ConfigError(f"{args.resume}: task {task!r} is not fly_task (use `neurocast train --resume` for it)")
+    elif not args.config:
         raise ConfigError("give a fly_task config (or --resume RUN_DIR)")
-    cfg = load_task_config(resolve_config_path(args.config), args.overrides)
-    if getattr(cfg, "task", None) != "fly_task":
-        raise ConfigError(f"{args.config}: task {cfg.task!r} is not fly_task (use `neurocast train` for it)")
-    emit_path(train_fly_task(cfg, args.run_dir).path)
-    return 0
+    return _cmd_train(args)
 
 
 def _diagnose_args(p: argparse.ArgumentParser) -> None:
