@@ -38,6 +38,7 @@ gpu-check: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/neurocast config reference > docs/CONFIG.md
 	$(BIN)/python benchmarks/render_docs.py
+	$(BIN)/python benchmarks/scaling.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -96,6 +96,17 @@ def test_benchmarks_page_is_generated_from_the_current_results():
         "docs/benchmarks.md is stale: run `python benchmarks/render_docs.py` (or `make docs`)"
 
 
+def test_scaling_page_is_generated_from_the_current_results():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import scaling
+    finally:
+        sys.path.pop(0)
+    assert (DOCS / "scaling.md").read_text() == scaling.render(), \
+        "docs/scaling.md is stale: run `python benchmarks/scaling.py` (or `make docs`)"
+    assert "N^" in scaling.render() and "units^" in scaling.render()  # the fitted exponents are there
+
+
 @pytest.mark.parametrize("page", [ROOT / "README.md", DOCS / "python_api.md"], ids=lambda p: p.name)
 def test_python_examples_compile_and_import_real_names(page):
     blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
