@@ -192,3 +192,7 @@ def test_simulate_cli_prints_path_last_and_reuses(run_cli, tmp_path):
     assert code == 0 and "extent: 3" in out
     code, out, err = run_cli("simulate", cfg, "--network.extnt", "3")
     assert code == 2 and "did you mean 'extent'" in err
+    # a preset by name, as `train` and `run` take them
+    code, out, err = run_cli("simulate", "sim/rnn_sessions", "--output", tmp_path / "rnn", "--n-sessions", "1",
+                             "--n-units", "20", "--observed-units", "10", "--duration-s", "2")
+    assert code == 0 and out.strip().splitlines()[-1] == str(tmp_path / "rnn"), err

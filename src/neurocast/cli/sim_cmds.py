@@ -16,9 +16,10 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
 @register("simulate", "simulate a dataset from a config and write it to the on-disk store (an existing one is "
           "verified against its checksums and reused)", _simulate_args)
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    from neurocast.presets_index import resolve_config_path
     from neurocast.sim import simulate
     from neurocast.tasks import load_task_config
 
-    cfg = load_task_config(args.config, args.overrides)
+    cfg = load_task_config(resolve_config_path(args.config), args.overrides)
     emit_path(simulate(cfg, args.output, verify="full"))
     return 0
