@@ -3,6 +3,9 @@
     python benchmarks/ttt.py                   # everything (~2-3 h of one CPU core)
     python benchmarks/ttt.py --parts rnn       # the simulator only (also: celegans, cost)
     python benchmarks/ttt.py --seeds 0 --quick # a smoke run
+    python benchmarks/ttt.py --keep DIR        # keep the runs; the same command again reuses finished
+                                               # comparisons and resumes stopped ones
+    python benchmarks/ttt.py --keep DIR --parts celegans --folds 2   # one fold, e.g. in a second process
 
 Two settings, each run through the CLI (``neurocast train`` of a ``ttt_compare`` config):
 
@@ -69,13 +72,35 @@ def _quick(cfg: dict) -> None:
     cfg["eval"]["adaptation"].update(steps=5, eval_steps=[1, 2, 3], scratch_steps=5, query_windows=32)
 
 
-def train(config: Path, runs: Path, overrides: list[str]) -> tuple[Path, str]:
-    cmd = [sys.executable, "-m", "neurocast", "--quiet", "train", str(config), "--runs-dir", str(runs),
-           "--training.num-threads", "1", *overrides]
+def previous_run(runs: Path, seeds: list[int]) -> Path | None:
+    """The newest comparison under ``runs`` (``<name>/<time>_...``) trained with these seeds, so that
+    running the benchmark again with the same ``--keep`` folder reuses or resumes it."""
+    found = []
+    for cfg in runs.glob("*/*/config.yaml"):
+        if cfg.parent.is_symlink():
+            continue
+        saved = yaml.safe_load(cfg.read_text()) or {}
+        if [int(s) for s in (saved.get("training") or {}).get("seeds", [])] == [int(s) for s in seeds]:
+            found.append(cfg.parent)
+    return max(found, key=lambda p: p.name) if found else None
+
+
+def train(config: Path, runs: Path, overrides: list[str], seeds: list[int] | None = None) -> tuple[Path, str]:
+    described = " ".join(["neurocast train", str(config), *overrides])
+    old = previous_run(runs, seeds) if seeds is not None and runs.is_dir() else None
+    if old is not None and (old / "status").read_text().strip() == "complete":
+        print(f"reusing {old}", flush=True)
+        return old, described
+    if old is not None:
+        print(f"resuming {old}", flush=True)
+        cmd = [sys.executable, "-m", "neurocast", "--quiet", "train", "--resume", str(old)]
+    else:
+        cmd = [sys.executable, "-m", "neurocast", "--quiet", "train", str(config), "--runs-dir", str(runs),
+               "--training.num-threads", "1", *overrides]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-4000:]}")
-    return Path(out.stdout.strip().splitlines()[-1]), " ".join(["neurocast train", str(config), *overrides])
+    return Path(out.stdout.strip().splitlines()[-1]), described
 
 
 def seed_budgets(run: Path) -> dict[str, dict[str, list[dict]]]:
@@ -223,7 +248,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--parts", nargs="+", default=["rnn", "celegans", "cost"], choices=["rnn", "celegans", "cost"])
     ap.add_argument("--quick", action="store_true", help="a few steps only (checks that it runs)")
-    ap.add_argument("--keep", default=None, help="keep the run directories in this folder")
+    ap.add_argument("--keep", default=None, help="keep the run directories in this folder; running again with the "
+                    "same folder reuses finished comparisons and resumes stopped ones")
+    ap.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2], choices=[0, 1, 2],
+                    help="C. elegans leave-2-out folds to run (several processes can run different folds into "
+                    "the same --keep folder; the results are recorded only when all three are in one run)")
     args = ap.parse_args()
     data = Path(args.data)
     previous = json.loads((RESULTS / "ttt.json").read_text()) if (RESULTS / "ttt.json").exists() else {}
@@ -242,7 +271,7 @@ def main() -> None:
             _quick(cfg)
             cfg_path = tmp / "ttt_rnn_quick.yaml"
             cfg_path.write_text(yaml.safe_dump(cfg))
-        run, command = train(cfg_path, tmp / "rnn", ["--training.seeds", *seeds])
+        run, command = train(cfg_path, tmp / "rnn", ["--training.seeds", *seeds], args.seeds)
         tab = table(seed_budgets(run))
         res["rnn"] = {"command": command, "run": str(run), "table": tab, "targets": targets_sim(tab),
                       "seeds": args.seeds, "wall_seconds": time.perf_counter() - t0}
@@ -253,12 +282,12 @@ def main() -> None:
         t0 = time.perf_counter()
         entries: dict[str, dict[str, list[dict]]] = {}
         commands = []
-        for k in range(3):
+        for k in args.folds:
             held = SESSIONS[2 * k : 2 * k + 2]
             print(f"fold {k + 1}/3: held out {held}", flush=True)
             path = tmp / f"celegans_fold{k}.yaml"
             path.write_text(yaml.safe_dump(celegans_config(data, held, args.seeds, args.quick)))
-            run, command = train(path, tmp / f"celegans{k}", [])
+            run, command = train(path, tmp / f"celegans{k}", [], args.seeds)
             commands.append(command)
             for m, budgets in seed_budgets(run).items():
                 for b, runs in budgets.items():
@@ -266,7 +295,7 @@ def main() -> None:
         tab = table(entries)
         res["celegans"] = {"commands": commands,
                            "config_fold0": celegans_config(data, SESSIONS[:2], args.seeds, args.quick),
-                           "folds": [SESSIONS[2 * k : 2 * k + 2] for k in range(3)], "table": tab,
+                           "folds": [SESSIONS[2 * k : 2 * k + 2] for k in args.folds], "table": tab,
                            "targets": targets_celegans(tab), "seeds": args.seeds,
                            "wall_seconds": time.perf_counter() - t0}
         print(markdown(tab), flush=True)
@@ -274,6 +303,11 @@ def main() -> None:
         res["cost"] = {"config": str(rnn_cfg), "per_step": cost(rnn_cfg, tmp)}
     res["invocation"] = "python benchmarks/ttt.py " + " ".join(sys.argv[1:])
     res["quick"] = args.quick
+    if "celegans" in args.parts and sorted(args.folds) != [0, 1, 2]:  # part of the C. elegans folds: not a result
+        out = tmp / f"ttt_folds_{'_'.join(map(str, args.folds))}.json"
+        out.write_text(json.dumps(res, indent=2, default=str))
+        print(f"written {out} (results/ttt.json needs all three folds)")
+        return
     if args.quick:  # a smoke run never replaces the recorded results
         (tmp / "ttt_quick.json").write_text(json.dumps(res, indent=2, default=str))
         print(f"written {tmp / 'ttt_quick.json'}")
