@@ -86,25 +86,19 @@ def test_links_and_anchors_resolve(page):
             assert anchor in anchors, f"{page.name}: no heading #{anchor} in {dest.name}"
 
 
-def test_benchmarks_page_is_generated_from_the_current_results():
+@pytest.mark.parametrize(("page", "script"), [("benchmarks.md", "render_docs"), ("scaling.md", "scaling")])
+def test_generated_pages_match_the_current_results(page, script):
+    import importlib
+
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        import render_docs
+        module = importlib.import_module(script)
     finally:
         sys.path.pop(0)
-    assert (DOCS / "benchmarks.md").read_text() == render_docs.render(), \
-        "docs/benchmarks.md is stale: run `python benchmarks/render_docs.py` (or `make docs`)"
-
-
-def test_scaling_page_is_generated_from_the_current_results():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import scaling
-    finally:
-        sys.path.pop(0)
-    assert (DOCS / "scaling.md").read_text() == scaling.render(), \
-        "docs/scaling.md is stale: run `python benchmarks/scaling.py` (or `make docs`)"
-    assert "N^" in scaling.render() and "units^" in scaling.render()  # the fitted exponents are there
+    assert (DOCS / page).read_text() == module.render(), \
+        f"docs/{page} is stale: run `python benchmarks/{script}.py` (or `make docs`)"
+    if script == "scaling":
+        assert "N^" in module.render() and "units^" in module.render()  # the fitted exponents are there
 
 
 @pytest.mark.parametrize("page", [ROOT / "README.md", DOCS / "python_api.md"], ids=lambda p: p.name)
