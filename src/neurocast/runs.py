@@ -235,6 +235,20 @@ class RunDir:
                 self.claim()
         return self
 
+    @classmethod
+    @contextmanager
+    def resuming(cls, path: str | os.PathLike):
+        """``with RunDir.resuming(path) as (run, cfg):`` the run at ``path``, claimed for resuming
+        (:meth:`claim_for_resume`: the only writer from here on, a complete run refused), with its
+        validated config; released on leaving the block, however it is left."""
+        run = cls.open(path)
+        cfg = run.load_config()
+        run.claim_for_resume()
+        try:
+            yield run, cfg
+        finally:
+            run.release()
+
     def release(self) -> None:
         """Give up this run (and every nested run this process holds)."""
         release_under(self.path)

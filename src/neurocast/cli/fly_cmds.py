@@ -18,24 +18,9 @@ def _train_task_args(p: argparse.ArgumentParser) -> None:
           _train_task_args, group="fly")
 def _cmd_train_task(args: argparse.Namespace) -> int:
     """`neurocast train` restricted to fly_task configs (the same code path, resume included)."""
-    from neurocast.cli.train_cmds import _cmd_train
-    from neurocast.errors import ConfigError
-    from neurocast.presets_index import resolve_config_path
-    from neurocast.tasks import load_task_config
+    from neurocast.cli.train_cmds import train_or_resume
 
-    if args.config and not args.resume:
-        task = load_task_config(resolve_config_path(args.config), args.overrides).task
-        if task != "fly_task":
-            raise ConfigError(f"{args.config}: task {task!r} is not fly_task (use `neurocast train` for it)")
-    elif args.resume and not args.config:
-        from neurocast.runs import RunDir
-
-        task = RunDir.open(args.resume).read_config().get("task")
-        if task != "fly_task":
-            raise ConfigError(f"{args.resume}: task {task!r} is not fly_task (use `neurocast train --resume` for it)")
-    elif not args.config:
-        raise ConfigError("give a fly_task config (or --resume RUN_DIR)")
-    return _cmd_train(args)
+    return train_or_resume(args, only_task="fly_task")
 
 
 def _diagnose_args(p: argparse.ArgumentParser) -> None:

@@ -55,18 +55,33 @@ def exit_status(run) -> int:
 @register("train", "train a model (latent dynamics or multi-session forecasting); prints the run directory",
           _train_args)
 def _cmd_train(args: argparse.Namespace) -> int:
+    return train_or_resume(args)
+
+
+def train_or_resume(args: argparse.Namespace, only_task: str | None = None) -> int:
+    """`train CONFIG` or `train --resume RUN_DIR`; ``only_task`` refuses configs and runs of any
+    other task (`fly train-task`)."""
     from neurocast.presets_index import resolve_config_path
     from neurocast.tasks import load_task_config
+
+    def check(task, what):
+        if only_task is not None and task != only_task:
+            raise ConfigError(f"{what}: task {task!r} is not {only_task} (use `neurocast train` for it)")
 
     if args.resume:
         if args.config or args.overrides:
             raise ConfigError("--resume RUN_DIR takes no config or overrides (the run's own config.yaml is used)")
+        if only_task is not None:
+            from neurocast.runs import RunDir
+
+            check(RunDir.open(args.resume).read_config().get("task"), args.resume)
         run = resume_run(args.resume)
         emit_path(run.path)
         return exit_status(run)
     if not args.config:
-        raise ConfigError("give a config file (or --resume RUN_DIR)")
+        raise ConfigError(f"give a {only_task or 'config'} file (or --resume RUN_DIR)")
     cfg = load_task_config(resolve_config_path(args.config), args.overrides)
+    check(getattr(cfg, "task", None), args.config)
     run = train_from_config(cfg, args.run_dir)
     emit_path(run.path)
     return exit_status(run)

@@ -68,18 +68,13 @@ def train_fly_task(cfg: FlyTaskConfig, run_path: str | Path | None = None) -> Ru
 
 def resume_fly_task(run_path: str | Path) -> RunDir:
     """Continue a fly train-task run from its newest usable checkpoint; returns the run."""
-    run = RunDir.open(run_path)
-    cfg = run.load_config()
-    run.claim_for_resume()  # the only writer from here on (fails naming the process that has it)
-    try:
+    with RunDir.resuming(run_path) as (run, cfg):
         latest, state = resume_checkpoint(run.checkpoints)
         device = select_device(cfg.training.device)
         setup_torch(device, threads=cfg.training.num_threads)
         task = build(cfg, device)
         info(f"resuming {run.path} after epoch {state['epoch']} ({latest.name})")
         return _fit(cfg, task, run, resume_from=(latest, state))
-    finally:
-        run.release()
 
 
 def _fit(cfg: FlyTaskConfig, task: FlyFlowTask, run: RunDir, resume_from: tuple[Path, dict] | None) -> RunDir:

@@ -383,16 +383,11 @@ def train_forecast(cfg, run_path: str | Path | None = None) -> RunDir:
 def resume_forecast(run_path: str | Path) -> RunDir:
     """Continue a forecasting run: finished seeds (and models) are kept, interrupted ones resume from
     their newest usable checkpoint. Returns the run."""
-    run = RunDir.open(run_path)
-    cfg = run.load_config()
-    run.claim_for_resume()  # the only writer from here on (fails naming the process that has it)
-    try:
+    with RunDir.resuming(run_path) as (run, cfg):
         device = _setup(cfg)
         sessions, names, _ = load_forecast_data(cfg.data)
         run.set_status("running")
         return _complete(cfg, run, sessions, names, device, resume=True)
-    finally:
-        run.release()
 
 
 def _complete(cfg, run: RunDir, sessions, names, device, resume: bool) -> RunDir:

@@ -114,10 +114,7 @@ def train_latent(cfg: LatentExperiment, run_path: str | Path | None = None) -> R
 
 def resume_latent(run_path: str | Path) -> RunDir:
     """Continue a killed (or finished-early) run from its latest checkpoint."""
-    run = RunDir.open(run_path)
-    cfg = run.load_config()
-    run.claim_for_resume()  # the only writer from here on (fails naming the process that has it)
-    try:
+    with RunDir.resuming(run_path) as (run, cfg):
         latest, state = resume_checkpoint(run.checkpoints)
         ensure_run_data(cfg, run)
         tr = cfg.training
@@ -126,8 +123,6 @@ def resume_latent(run_path: str | Path) -> RunDir:
         _, task = build(cfg, device, fitted=state["task"])
         info(f"resuming {run.path} after epoch {state['epoch']} ({latest.name})")
         return _fit(cfg, task, run, resume_from=(latest, state))
-    finally:
-        run.release()
 
 
 def _fit(cfg: LatentExperiment, task: LatentTask, run: RunDir, resume_from: tuple[Path, dict] | None) -> RunDir:

@@ -76,14 +76,9 @@ def train_ttt_compare(cfg: TTTCompare, run_path: str | Path | None = None) -> Ru
 def resume_ttt_compare(run_path: str | Path) -> RunDir:
     """Continue a comparison: finished methods are kept, interrupted ones resume from their
     checkpoints, methods that never started are trained."""
-    run = RunDir.open(run_path)
-    cfg = run.load_config()
-    run.claim_for_resume()
-    try:
+    with RunDir.resuming(run_path) as (run, cfg):
         run.set_status("running")
         return _methods(cfg, run, resume=True)
-    finally:
-        run.release()
 
 
 def _methods(resolved: TTTCompare, run: RunDir, resume: bool = False) -> RunDir:
