@@ -62,20 +62,24 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best
 
 
-def time_step(step, repeats: int) -> tuple[int, list[float]]:
+def time_step(step, repeats: int, warm: bool = True) -> tuple[int | None, list[float]]:
     """(FLOPs of one call of ``step`` counted by torch's FlopCounterMode, wall seconds of
-    ``repeats`` further calls), after one warm-up call (allocations, optimizer state)."""
+    ``repeats`` further calls), after one warm-up call (allocations, optimizer state).
+    ``warm=False``: no warm-up and no FLOP count (None), only the timed calls."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    step()
-    with FlopCounterMode(display=False) as counter:
+    flops = None
+    if warm:
         step()
+        with FlopCounterMode(display=False) as counter:
+            step()
+        flops = counter.get_total_flops()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         step()
         times.append(time.perf_counter() - t)
-    return counter.get_total_flops(), times
+    return flops, times
 
 
 def load() -> dict:

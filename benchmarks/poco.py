@@ -51,18 +51,29 @@ MODELS = {
 }
 
 
-def step_time(repeats: int = 10, units: tuple[int, ...] = (130, 512, 2048)) -> dict:
+VARIANTS = {
+    "reference": "the FiLM readout as one expression (POCO.fused_film = False), glibc's default allocator",
+    "blocked": "the FiLM readout in row blocks (neurocast.models.film), glibc's default allocator",
+    "reference_kept_memory": "reference, freed memory kept for reuse (neurocast.devices.keep_freed_memory)",
+    "blocked_kept_memory": "blocked + kept memory: what neurocast's trainers run on CPU",
+}
+
+
+def step_time(units: tuple[int, ...] = (130, 512, 2048)) -> dict:
+    """Seconds per POCO training step for every variant in VARIANTS, the two FiLM variants
+    alternating step by step; the allocator setting is process-wide and can only be switched on,
+    so the default-allocator variants are measured first. FLOPs are counted on the reference."""
     from common import load, matmul_peak, time_step
     from neurocast.data.forecast_batch import ForecastBatch, SessionTable
+    from neurocast.devices import keep_freed_memory
     from neurocast.models.poco import POCO
     from neurocast.schema.forecast import PocoConfig
 
-    peak = matmul_peak()
-    rows = []
-    for D in units:
+    def make_step(D: int, fused: bool):
         torch.manual_seed(0)
         table = SessionTable([D] * 6, [0] * 6)
         model = POCO(table, 48, 16, PocoConfig())
+        model.fused_film = fused
         B = 64
         sess = torch.randint(0, 6, (B,))
         uid = torch.as_tensor(table.offsets())[sess][:, None] + torch.arange(D)[None]
@@ -70,26 +81,54 @@ def step_time(repeats: int = 10, units: tuple[int, ...] = (130, 512, 2048)) -> d
                               torch.zeros(B, dtype=torch.long), uid)
         opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=1e-4, amsgrad=True)
 
-        def step(model=model, batch=batch, opt=opt):
+        def step():
             loss = ((model(batch) - batch.y) ** 2).mean()
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
 
-        flops, times = time_step(step, repeats)
-        med = float(np.median(times))
-        rows.append({"batch": B, "units": D, "seconds_per_step_median": med, "seconds_per_step_best": float(min(times)),
-                     "flops_per_step": flops, "fraction_of_matmul_peak": flops / med / peak})
-        print(f"POCO step, {B} windows x {D} units: {med:.3f} s, {flops / 1e9:.1f} GFLOP, "
-              f"{flops / med / peak:.0%} of the matmul peak", flush=True)
-    peak = max(peak, matmul_peak())  # the best the machine showed around the measurements
-    for r in rows:
-        r["fraction_of_matmul_peak"] = r["flops_per_step"] / r["seconds_per_step_median"] / peak
-    return {"rows": rows, "matmul_peak_gflops": peak / 1e9, "bound": "fp32 matmul peak (2048^3, same threads)",
+        return step
+
+    repeats = {130: 10, 512: 6}
+    peaks = [matmul_peak()]
+    rows = {D: {"batch": 64, "units": D, "variants": {}} for D in units}
+    for kept in (False, True):
+        if kept and not keep_freed_memory():
+            print("the C library is not glibc (or NEUROCAST_CPU_ALLOCATOR=system): no kept-memory variants")
+            break
+        for D in units:
+            steps = {"reference": make_step(D, False), "blocked": make_step(D, True)}
+            if not kept:
+                rows[D]["flops_per_step"] = time_step(steps["reference"], 0)[0]
+            times = {k: [] for k in steps}
+            for k in steps:
+                steps[k]()
+            for _ in range(repeats.get(D, 3)):
+                for k, fn in steps.items():
+                    times[k].append(time_step(fn, 1, warm=False)[1][0])
+            for k, ts in times.items():
+                name = k + ("_kept_memory" if kept else "")
+                rows[D]["variants"][name] = {"seconds_per_step_median": float(np.median(ts)),
+                                             "seconds_per_step_best": float(min(ts)), "repeats": len(ts)}
+                print(f"POCO step, 64 windows x {D} units, {name}: {np.median(ts):.3f} s", flush=True)
+            peaks.append(matmul_peak())
+    peak = max(peaks)  # the best the machine showed around the measurements
+    out = []
+    for r in rows.values():
+        for v in r["variants"].values():
+            v["fraction_of_matmul_peak"] = r["flops_per_step"] / v["seconds_per_step_median"] / peak
+        head = "blocked_kept_memory" if "blocked_kept_memory" in r["variants"] else "blocked"
+        out.append({**r, "headline": head, **{k: r["variants"][head][k] for k in
+                                              ("seconds_per_step_median", "seconds_per_step_best",
+                                               "fraction_of_matmul_peak")}})
+        print(f"  {r['units']} units: {r['flops_per_step'] / 1e9:.1f} GFLOP; " + ", ".join(
+            f"{k} {v['fraction_of_matmul_peak']:.0%}" for k, v in r["variants"].items()), flush=True)
+    return {"rows": out, "variants": VARIANTS, "matmul_peak_gflops": peak / 1e9,
+            "matmul_peaks_gflops": [p / 1e9 for p in peaks], "bound": "fp32 matmul peak (2048^3, same threads)",
             "threads": torch.get_num_threads(), **load(),
             # the 130-unit row, under the keys earlier results used
-            "seconds_per_step_median": rows[0]["seconds_per_step_median"], "batch": 64, "units": rows[0]["units"]}
+            "seconds_per_step_median": out[0]["seconds_per_step_median"], "batch": 64, "units": out[0]["units"]}
 
 
 PROTOCOLS = {

@@ -46,6 +46,7 @@ from torch import nn
 
 from neurocast.data.forecast_batch import ForecastBatch, SessionTable
 from neurocast.errors import ConfigError
+from neurocast.models.film import film_readout
 from neurocast.models.forecast_base import ForecastModel
 from neurocast.schema.forecast import PocoConfig
 
@@ -202,6 +203,8 @@ class POCO(ForecastModel):
                 nn.init.zeros_(lin.weight)
                 nn.init.zeros_(lin.bias)
             self.out = nn.Linear(cfg.conditioning_dim, horizon)
+            #: compute the FiLM product in row blocks on CPU (False: the reference expression)
+            self.fused_film = True
         else:
             self.readout = nn.Linear(d, horizon)
 
@@ -244,6 +247,17 @@ class POCO(ForecastModel):
         scale = x.std(dim=1, keepdim=True).clamp_min(1e-3)
         return (x - off) / scale, off, scale
 
+    def _gated(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """W_out (alpha(e) * h(x)) for contexts x (B, D, C) and unit vectors e (B, D, d): (B, D, P)."""
+        if len(self.mlp_in) == 2 and self.fused_film:
+            # one hidden layer: the whole product in row blocks (neurocast.models.film)
+            lin = self.mlp_in[0]
+            B, D = e.shape[:2]
+            y = film_readout(x.reshape(B * D, -1), e.reshape(B * D, -1), lin.weight, lin.bias, self.alpha.weight,
+                             self.alpha.bias, self.out.weight)
+            return y.unflatten(0, (B, D))
+        return F.linear(self.alpha(e) * self.mlp_in(x), self.out.weight)
+
     def forward(self, batch: ForecastBatch) -> torch.Tensor:
         x, off, scale = self._normalise(batch.x)
         if x is not batch.x:
@@ -253,12 +267,12 @@ class POCO(ForecastModel):
         if not self.film:
             y = self.readout(e).transpose(1, 2)         # (B, P, D)
         else:
-            h = self.mlp_in(batch.x.transpose(1, 2))    # (B, D, H)
             # out(alpha(e) * h + beta(e)), with the beta branch folded through the output
             # layer: W_out (W_b e + b_b) = (W_out W_b) e + W_out b_b. Same function and
             # gradients, without the (B, D, H) beta tensor (a quarter of a step's work).
             w_beta = self.out.weight @ self.beta.weight                     # (P, d)
             b_beta = self.out.weight @ self.beta.bias + self.out.bias       # (P,)
-            y = (F.linear(self.alpha(e) * h, self.out.weight) + F.linear(e, w_beta, b_beta)).transpose(1, 2)
+            y = self._gated(batch.x.transpose(1, 2), e) + F.linear(e, w_beta, b_beta)
+            y = y.transpose(1, 2)
         return y * scale + off
 
