@@ -47,6 +47,25 @@ def memory_bandwidth(n_bytes: int = 256 * 2**20, repeats: int = 5) -> float:
     return 2 * a.nbytes / best
 
 
+def read_bandwidth(n_bytes: int, repeats: int = 7) -> float:
+    """Read bandwidth (bytes/s) of torch summing a float32 buffer of ``n_bytes``, best of
+    ``repeats``, with this process's threads: the bandwidth of the cache level (or memory) that
+    a working set of that size lives in once touched. The buffer is summed as many times as
+    make ~64 MB in one call (a stride-0 view over it), so call overhead does not count for
+    buffers small enough to sit in L1."""
+    import torch
+
+    a = torch.rand(max(n_bytes // 4, 256))
+    view = a.expand(max(1, 2**24 // a.numel()), -1)
+    view.sum()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        view.sum()
+        best = min(best, time.perf_counter() - t)
+    return view.numel() * 4 / best
+
+
 def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     """The fp32 matrix-multiply rate (FLOP/s) of this process's threads: best of ``repeats``
     (n x n) @ (n x n) products. The bound that compute-bound benchmarks divide by."""

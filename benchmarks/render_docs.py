@@ -54,10 +54,20 @@ def _simulate_rows() -> list[list[str]]:
     n = rows.get((8, "voltage", True))
     t = d.get("targets", {})
     out = []
+    for r in d.get("step_rows", []):
+        batched = r["batch"] > 1
+        out.append([f"`simulate.py`: one Euler step, extent {r['extent']} ({r['neurons']:,} cells, {r['edges']:,} "
+                    f"synapses), {r['batch']} sequence{'s' if batched else ''}, {r['threads']} thread(s)",
+                    f"{1e3 * r['folded_seconds_per_step_best']:.3f} ms (equation as written: "
+                    f"{1e3 * r['reference_seconds_per_step_best']:.3f} ms): {r['ratio_to_bound']:.2f} of the bandwidth "
+                    f"bound {1e3 * r['bound_seconds']:.3f} ms (streamed from a {r['working_set_bytes'] / 2**20:.1f} "
+                    f"MB working set at {r['bandwidth_working_set_GBps']:.0f} GB/s + gathers from relu(V) at "
+                    f"{r['bandwidth_gather_source_GBps']:.0f} GB/s, measured in the same run)",
+                    (">= 0.6 of the bound" + _met(r["ratio_to_bound"] >= 0.6)) if batched else "- (latency-bound)",
+                    _when(d)])
     if v:
         out.append(["`simulate.py`: 10 s of extent-8 activity, one sequence",
-                    f"{v['single_seconds_per_10s']:.3f} s ({v['bandwidth_bound_ratio_single']:.1f} of the "
-                    f"memory-bandwidth bound, {d['memory_bandwidth_GBps']:.0f} GB/s measured)",
+                    f"{v['single_seconds_per_10s']:.3f} s",
                     "<= 0.4 s" + _met(t.get("extent8_single_10s_le_0.4s")), _when(d)])
         extra = "; ".join(f"{what}: {r['batched_speedup']:.1f}x{why}" for what, r, why in (
             ("calcium on", c, ""), ("process noise on", n, ", bound by drawing Gaussians")) if r)
@@ -103,11 +113,16 @@ def _poco_rows() -> list[list[str]]:
     if t.get("rows"):
         when = f"{(d.get('machine') or {}).get('date', '?')}, {t['threads']} thread(s), load {t['load_1min']} " \
                f"on {t['cpu_count']} cores"
+        def before(r):
+            ref = (r.get("variants") or {}).get("reference")
+            return (f"; the FiLM readout as one expression with glibc's default allocator: "
+                    f"{ref['seconds_per_step_median']:.2f} s, {ref['fraction_of_matmul_peak']:.0%}") if ref else ""
+
         return [[f"`poco.py --timing-only`: POCO training step, {r['batch']} windows x {r['units']} units",
                  f"{r['seconds_per_step_median']:.2f} s, {r['flops_per_step'] / 1e9:.0f} GFLOP: "
                  f"{r['fraction_of_matmul_peak']:.0%} of the fp32 matmul peak ({t['matmul_peak_gflops']:.0f} GFLOP/s, "
-                 "measured in the same run)", f">= 50% of the peak{_met(r['fraction_of_matmul_peak'] >= 0.5)}", when]
-                for r in t["rows"]]
+                 f"measured in the same run){before(r)}",
+                 f">= 50% of the peak{_met(r['fraction_of_matmul_peak'] >= 0.5)}", when] for r in t["rows"]]
     t = ((_load("poco.json") or {}).get("timing")) or {}
     if not t:
         return []

@@ -92,6 +92,11 @@ def latent(res: dict) -> list[str]:
     return lines
 
 
+def _before(r: dict) -> str:
+    ref = (r.get("variants") or {}).get("reference")
+    return f"{ref['seconds_per_step_median']:.3f} s, {ref['fraction_of_matmul_peak']:.0%}" if ref else "-"
+
+
 def poco(res: dict) -> list[str]:
     t = res.get("timing") or res
     rows = t.get("rows")
@@ -109,10 +114,14 @@ def poco(res: dict) -> list[str]:
         f"{t.get('load_1min', '?')} on {t.get('cpu_count', '?')} cores when measured; fp32 matmul peak "
         f"{t['matmul_peak_gflops']:.0f} GFLOP/s measured in the same run.",
         "",
-        "| units per session | s per step | GFLOP per step | fraction of matmul peak |",
-        "|---|---|---|---|",
+        "| units per session | s per step | GFLOP per step | fraction of matmul peak | before (one-expression "
+        "FiLM, default allocator) |",
+        "|---|---|---|---|---|",
         *[f"| {r['units']:,} | {r['seconds_per_step_median']:.3f} | {r['flops_per_step'] / 1e9:.1f} | "
-          f"{r['fraction_of_matmul_peak']:.0%} |" for r in rows],
+          f"{r['fraction_of_matmul_peak']:.0%} | {_before(r)} |" for r in rows],
+        "",
+        "The step is neurocast's: the FiLM readout in row blocks (neurocast.models.film) and freed memory kept"
+        " for reuse (neurocast.devices.keep_freed_memory); both change no number (tests/test_film.py).",
         "",
         f"Fitted exponent: step time ~ units^{k:.2f}.",
         "",

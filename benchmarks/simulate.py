@@ -1,38 +1,119 @@
-"""Fly visual system simulation speed: neuron-steps per second, single vs batched.
+"""Fly visual system simulation speed: the step against its bandwidth bound, and throughput.
 
     python benchmarks/simulate.py            # extents 4, 8, 15
     python benchmarks/simulate.py --quick    # extents 4, 8
 
-Reports, for each extent: time for 10 s of activity (500 steps at dt 20 ms) with one
-sequence, per-sequence throughput with B sequences simulated together, and the ratio of
-a bandwidth bound to the measured time (bound = bytes the sparse product must read and
-write per step / memory bandwidth measured in the same run; 1.0 = running at memory
-bandwidth). Targets: extent 8 single sequence <= 0.4 s for 10 s of activity; batched
-throughput >= 3x single (both for the voltage simulation without process noise; rows with
-calcium and with noise are reported too: drawing one Gaussian per neuron and step costs
-about as much as the batched sparse product itself on a 2-core CPU, which caps the
-batching gain when noise is on). Results go to benchmarks/results/simulate.json.
+(a) The step. Seconds per Euler step of neurocast's CPU step (the Euler update folded into
+    the sparse product, neurocast.sim.fly_dynamics) and of the equation as written
+    (``reference_step``: relu, product, stimulus, lerp), alternating in one run, for 1 and B
+    sequences, on one thread (two threads on this 2-core VM varied by 40% between runs: any
+    other activity stalls one of them and the other waits). Bound: the bytes a step must
+    move, each divided by the bandwidth of where it lives, measured in the same run on the
+    same thread (torch summing a buffer of that size: benchmarks/common.py read_bandwidth):
+      - streamed once per step: the connectome in CSR (values and column indices, 4 + 4 bytes
+        per synapse, row pointers), the voltage read and written (2 x 4 N B), k and V_rest
+        (2 x 4 N), from a buffer the size of the step's working set (CSR + three N x B arrays);
+      - gathered: every synapse reads its presynaptic cell's B rectified voltages (4 E B
+        bytes), from a buffer the size of relu(V) (4 N B bytes).
+    The bound is the sum of the two times; ratio = bound / best measured block of steps (1.0 =
+    at the bound; best, because the bandwidths are the best of several measurements too).
+    Why this bound: with B = 32 the product gathers 4 E B bytes against 8 E bytes of
+    connectome, and the (N, B) state fits in L2/L3 at every extent, so gathers from cache, not
+    DRAM traffic, decide the time. (The ratio recorded before divided the streamed bytes by the
+    DRAM copy bandwidth and timed ``run``, whose fresh output blocks were page-faulted in:
+    neither is the step's bound.) For one sequence the gathers are single floats at random
+    rows: latency-bound, so the bandwidth ratio is low by nature there.
+(b) Throughput through ``FlySimulator.run``, with freed memory kept for reuse as ``neurocast
+    simulate`` runs (neurocast.devices.keep_freed_memory; extent 8 is measured once before that
+    with glibc's default allocator, which page-faults every fresh output block in): time for 10 s
+    of activity (500 steps at dt 20 ms) with one sequence, and per-sequence throughput with B
+    sequences simulated together (rows with calcium and with noise too: drawing one Gaussian
+    per neuron and step costs about as much as the batched product itself on a 2-core CPU). Targets: extent 8 single
+    sequence <= 0.4 s for 10 s of activity; batched throughput >= 3x single; the batched step
+    >= 0.6 of its bound at extents 4, 8, 15. Results go to benchmarks/results/simulate.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 
-from common import memory_bandwidth, save
+from common import load, memory_bandwidth, read_bandwidth, save
+from neurocast.devices import keep_freed_memory
 from neurocast.sim.fly_dynamics import FlySimulator
 from neurocast.sim.fly_network import build_network
-from neurocast.sim.fly_params import default_parameters, scale_gains
+from neurocast.sim.fly_params import default_parameters, load_parameters
+from neurocast.sim.fly_simulation import TRAINED_PARAMETERS
 
 STEPS = 500  # 10 s at 20 ms
 
 
-def spmm_bytes(n: int, e: int, b: int) -> int:
-    # CSR values (f32) + column indices (i32) + row pointers (i32) + input and output vectors
-    return 4 * e + 4 * e + 4 * (n + 1) + 2 * 4 * n * b
+def step_bound(N: int, E: int, B: int, threads_note: str = "") -> dict:
+    """The step's bandwidth bound (see the module docstring), measured now."""
+    streamed = 8 * E + 4 * (N + 1) + 2 * 4 * N * B + 2 * 4 * N
+    gathered = 4 * E * B
+    working_set = 8 * E + 4 * (N + 1) + 3 * 4 * N * B
+    bw_ws, bw_gather = read_bandwidth(working_set), read_bandwidth(4 * N * B)
+    return {"streamed_bytes": streamed, "gathered_bytes": gathered, "working_set_bytes": working_set,
+            "bandwidth_working_set_GBps": bw_ws / 1e9, "bandwidth_gather_source_GBps": bw_gather / 1e9,
+            "bound_seconds": streamed / bw_ws + gathered / bw_gather}
+
+
+@contextmanager
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def step_rows(extents, batch: int, repeats: int = 9, steps: int = 50) -> list[dict]:
+    """Seconds per step, folded vs reference (alternating), and the bound, per extent and batch size."""
+    rows = []
+    for extent in extents:
+        net = build_network(extent)
+        sim = FlySimulator(net, load_parameters(TRAINED_PARAMETERS, net, default_parameters(net)), dt=0.02)
+        N, E = net.n_nodes, net.n_edges
+        for B in (1, batch):
+            g = torch.Generator().manual_seed(0)
+            V = torch.randn(N, B, generator=g)
+            x = torch.rand(net.n_columns, B, generator=g)
+            out = torch.empty_like(V)
+            variants = {"folded": lambda sim=sim, V=V, x=x, out=out: sim._folded_step(V, x, out),
+                        "reference": lambda sim=sim, V=V, x=x, out=out: sim.reference_step(V, x, out)}
+            with one_thread():
+                threads = torch.get_num_threads()
+                times = {k: [] for k in variants}
+                for f in variants.values():
+                    f()
+                for _ in range(repeats):
+                    for k, f in variants.items():
+                        t = time.perf_counter()
+                        for _ in range(steps):
+                            f()
+                        times[k].append((time.perf_counter() - t) / steps)
+                bound = step_bound(N, E, B)
+            row = {"extent": extent, "neurons": N, "edges": E, "batch": B, "threads": threads, **bound,
+                   **{f"{k}_seconds_per_step": float(np.median(v)) for k, v in times.items()},
+                   **{f"{k}_seconds_per_step_best": float(min(v)) for k, v in times.items()}}
+            # the best block of each, as the bandwidths are the best the machine showed
+            row["ratio_to_bound"] = row["bound_seconds"] / row["folded_seconds_per_step_best"]
+            row["reference_ratio_to_bound"] = row["bound_seconds"] / row["reference_seconds_per_step_best"]
+            rows.append(row)
+            print(f"extent {extent:2d} B {B:3d} ({threads} thread(s)): folded "
+                  f"{1e3 * row['folded_seconds_per_step']:.3f} ms, reference "
+                  f"{1e3 * row['reference_seconds_per_step']:.3f} ms; bound "
+                  f"{1e3 * row['bound_seconds']:.3f} ms (working set {row['working_set_bytes'] / 2**20:.1f} MB at "
+                  f"{row['bandwidth_working_set_GBps']:.0f} GB/s, gathers from {4 * N * B / 2**20:.2f} MB at "
+                  f"{row['bandwidth_gather_source_GBps']:.0f} GB/s): {row['ratio_to_bound']:.2f} of the bound "
+                  f"(reference {row['reference_ratio_to_bound']:.2f})", flush=True)
+    return rows
 
 
 def paired_times(sim: FlySimulator, batch: int, calcium: bool, repeats: int = 9) -> tuple[float, float, float]:
@@ -71,11 +152,22 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--batch", type=int, default=32)
     args = ap.parse_args()
+    extents = (4, 8) if args.quick else (4, 8, 15)
+    steps = step_rows(extents, args.batch)
     bw = memory_bandwidth()
+    # run() writes every frame into fresh output blocks: with glibc's default allocator each
+    # block is page-faulted in again; measure that once, then as `neurocast simulate` runs
+    net = build_network(8)
+    sim = FlySimulator(net, load_parameters(TRAINED_PARAMETERS, net, default_parameters(net)), dt=0.02)
+    default_alloc = dict(zip(("single_seconds_per_10s", "batched_seconds_per_10s", "batched_speedup"),
+                             paired_times(sim, args.batch, False)))
+    kept = keep_freed_memory()
+    print(f"extent 8, default allocator: single {default_alloc['single_seconds_per_10s']:.3f} s / 10 s, batched "
+          f"{default_alloc['batched_seconds_per_10s']:.3f} s / 10 s; kept memory from here on: {kept}", flush=True)
     rows = []
-    for extent in (4, 8) if args.quick else (4, 8, 15):
+    for extent in extents:
         net = build_network(extent)
-        params = scale_gains(net, default_parameters(net), 0.9, 2.0)
+        params = load_parameters(TRAINED_PARAMETERS, net, default_parameters(net))
         N, E = net.n_nodes, net.n_edges
         for calcium, noise in ((False, 0.0), (True, 0.0), (False, 0.01)):
             sim = FlySimulator(net, params, dt=0.02, noise_std=noise)
@@ -93,25 +185,24 @@ def main() -> None:
                 "batch": args.batch,
                 "batched_neuron_steps_per_s": batched,
                 "batched_speedup": speedup,  # median of paired (interleaved) measurements
-                "bandwidth_bound_ratio_single": spmm_bytes(N, E, 1) / bw / (t1 / STEPS),
-                "bandwidth_bound_ratio_batched": spmm_bytes(N, E, args.batch) / bw / (tb / STEPS),
             }
             rows.append(row)
             print(
                 f"extent {extent:2d} N={N:6d} E={E:8d} {row['channels']:16s} noise {noise:<4g} "
-                f"single: {t1:6.3f} s / 10 s "
-                f"({single / 1e6:6.1f} M neuron-steps/s, {row['bandwidth_bound_ratio_single']:.2f} of bw bound)  "
-                f"batch {args.batch}: {batched / 1e6:6.1f} M/s (x{row['batched_speedup']:.1f}, "
-                f"{row['bandwidth_bound_ratio_batched']:.2f} of bw bound)",
+                f"single: {t1:6.3f} s / 10 s ({single / 1e6:6.1f} M neuron-steps/s)  "
+                f"batch {args.batch}: {batched / 1e6:6.1f} M/s (x{row['batched_speedup']:.1f})",
                 flush=True,
             )
     e8 = [r for r in rows if r["extent"] == 8 and r["channels"] == "voltage" and r["noise_std"] == 0][0]
     targets = {
         "extent8_single_10s_le_0.4s": e8["single_seconds_per_10s"] <= 0.4,
         "extent8_batched_ge_3x_single": e8["batched_speedup"] >= 3.0,
+        "batched_step_ge_0.6_of_bound": all(r["ratio_to_bound"] >= 0.6 for r in steps if r["batch"] > 1),
     }
-    path = save("simulate", {"memory_bandwidth_GBps": bw / 1e9, "steps": STEPS, "rows": rows, "targets": targets})
-    print(f"memory bandwidth {bw / 1e9:.1f} GB/s; targets: {targets}; written {path}")
+    path = save("simulate", {"memory_bandwidth_GBps": bw / 1e9, "steps": STEPS, "step_rows": steps, "rows": rows,
+                             "kept_freed_memory": kept, "extent8_voltage_default_allocator": default_alloc,
+                             "targets": targets, **load()})
+    print(f"DRAM copy bandwidth {bw / 1e9:.1f} GB/s; targets: {targets}; written {path}")
 
 
 if __name__ == "__main__":

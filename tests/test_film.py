@@ -35,12 +35,12 @@ def test_blocked_film_equals_reference_in_outputs_and_gradients(block, x_grad):
     y_ref, y_blk = film_reference(*ref), film_readout(*blk, block=block)
     assert "BlockedFiLMBackward" in _graph_ops(y_blk)
     torch.testing.assert_close(y_blk, y_ref, rtol=1e-6, atol=1e-6)
-    w = torch.randn_like(y_ref)
+    w = torch.randn(y_ref.shape, generator=torch.Generator().manual_seed(2))
     wanted = [i for i, t in enumerate(ref) if t.requires_grad]
     g_ref = torch.autograd.grad((y_ref * w).sum(), [ref[i] for i in wanted])
     g_blk = torch.autograd.grad((y_blk * w).sum(), [blk[i] for i in wanted])
-    for a, b in zip(g_blk, g_ref):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g_blk, g_ref):  # sums over rows in another order: float32 rounding of the largest entries
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * float(b.abs().max()))
     with torch.no_grad():
         torch.testing.assert_close(film_readout(*blk, block=block), y_ref, rtol=1e-6, atol=1e-6)
 

@@ -196,3 +196,38 @@ def test_simulate_cli_prints_path_last_and_reuses(run_cli, tmp_path):
     code, out, err = run_cli("simulate", "sim/rnn_sessions", "--output", tmp_path / "rnn", "--n-sessions", "1",
                              "--n-units", "20", "--observed-units", "10", "--duration-s", "2")
     assert code == 0 and out.strip().splitlines()[-1] == str(tmp_path / "rnn"), err
+
+
+@pytest.mark.parametrize("batch", [1, 5, 32])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_folded_step_equals_reference_step(batch, threads):
+    """The CPU step (Euler update folded into the sparse product) against the equation as written:
+    one step from random states, then 100 steps of the trained network with noise and calcium."""
+    from neurocast.sim.fly_simulation import TRAINED_PARAMETERS
+
+    net = build_network(4)
+    p = load_parameters(TRAINED_PARAMETERS, net, default_parameters(net))
+    sim = FlySimulator(net, p, dt=0.02, noise_std=0.01)
+    assert sim.folded
+    g = torch.Generator().manual_seed(0)
+    V = torch.randn(net.n_nodes, batch, generator=g)
+    x = torch.rand(net.n_columns, batch, generator=g)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        want = sim.reference_step(V, x)
+        got = sim._folded_step(V, x, None)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        out = torch.empty_like(V)
+        assert sim._folded_step(V, x, out) is out
+        torch.testing.assert_close(out, got, rtol=0, atol=0)
+        runs = []
+        for folded in (True, False):
+            sim.folded = folded
+            state = sim.initial_state(batch, warmup_s=0.2)
+            stim = torch.rand(100, net.n_columns, batch, generator=torch.Generator().manual_seed(1))
+            runs.append(sim.run(state, stim, generator=torch.Generator().manual_seed(2))[0])
+    finally:
+        torch.set_num_threads(before)
+    for c in runs[1]:
+        torch.testing.assert_close(runs[0][c], runs[1][c], rtol=1e-5, atol=1e-5)

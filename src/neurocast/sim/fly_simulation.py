@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from neurocast.data.store import RecordingWriter, default_chunk_steps
-from neurocast.devices import select_device
+from neurocast.devices import select_device, setup_torch
 from neurocast.errors import DataError
 from neurocast.progress import info, progress
 from neurocast.schema.simulation import FlyNetworkConfig, FlyRecordingSpec, FlySimulationConfig
@@ -84,6 +84,7 @@ def simulate_fly(cfg: FlySimulationConfig, output: str | Path | None = None) -> 
     net, params, what = build_model(cfg)
     save_parameters(folder / "parameters.json", net, params, provenance={"parameters": what})
     device = select_device(cfg.device)
+    setup_torch(device)  # on CPU: output blocks reuse freed memory instead of page-faulting it in
     for name, spec in cfg.recordings.items():
         path = folder / f"{name}.zarr"
         if finished_store(path):
