@@ -117,10 +117,11 @@ class FlySimulator:
         k = (self.dt / np.maximum(tau, self.dt)).astype(np.float32)
         self.k = torch.from_numpy(k).to(self.device)[:, None]
         self.bias = torch.from_numpy(params.node_bias(net)).to(self.device)[:, None]
-        self._full: dict[int, tuple[torch.Tensor, ...]] = {}
+        self._full: dict[tuple[int, bool], tuple[torch.Tensor, ...]] = {}
         self.input_nodes = torch.from_numpy(net.input_nodes).to(self.device)
         self.input_columns = torch.from_numpy(net.input_columns).to(self.device)
         self.c_rate = self.dt / self.tau_calcium
+        #: the CPU step (Euler update folded into the product); False: reference_step
         self.folded = self.device.type == "cpu"
         if self.folded:  # diag(k) W: the Euler step's k folded into the rows of the connectome
             self.W_k = torch.sparse_csr_tensor(self.W.crow_indices(), self.W.col_indices(),
@@ -162,8 +163,8 @@ class FlySimulator:
     def _folded_step(self, V: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
         one_minus_k, k_rest, relu = self._expanded(V.shape[1], folded=True)
         torch.clamp_min(V, 0.0, out=relu)
-        out = torch.addcmul(k_rest, V, one_minus_k, out=out) if out is not None else torch.addcmul(k_rest, V,
-                                                                                                   one_minus_k)
+        out = torch.empty_like(V) if out is None else out
+        torch.addcmul(k_rest, V, one_minus_k, out=out)
         out.index_add_(0, self.input_nodes, x.index_select(0, self.input_columns) * self.k_input)
         if V.shape[1] == 1:  # matrix-vector product: ~2x faster than a one-column product
             out[:, 0].add_(torch.mv(self.W_k, relu[:, 0]))
