@@ -18,22 +18,24 @@ input of all of them is one sparse (CSR, int32 indices) matrix product per step.
 
 On CPU the Euler update is folded into that product: with k = dt / max(tau, dt),
 
-    V' = (1 - k) V + k V_rest + k x + (diag(k) W) relu(V),
+    V' = (1 - k) V + sum_j (k_i w_ij) relu(V_j) + k_i x_c(i) + k_i V_rest_i,
 
-so a step is relu into a reused buffer, one multiply-add for the first two terms, the
-stimulus added on the photoreceptor rows, and the sparse product accumulated in place: the
-connectome is read once per step for all B sequences and no (N, B) temporary is created.
+one weighted gather-sum per cell over the table [relu(V); x; 1] (filled in place), read once
+per step for all B sequences (``torch.nn.functional.embedding_bag``, whose x86 kernel runs the
+batched product twice as fast as the CSR matrix product), then one multiply-add.
 :meth:`FlySimulator.reference_step` is the equation as written (relu, product, stimulus,
 ``torch.lerp``); the two agree within float32 rounding (tests/test_fly_sim.py) and GPUs use it.
 """
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from neurocast.devices import select_device
 from neurocast.errors import DataError
@@ -102,8 +104,6 @@ class FlySimulator:
         np.cumsum(np.bincount(net.edge_target, minlength=N), out=indptr[1:])
         idx_dtype = torch.int32 if net.n_edges < 2**31 else torch.int64
         with torch.sparse.check_sparse_tensor_invariants(False):
-            import warnings
-
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
                 self.W = torch.sparse_csr_tensor(
@@ -121,13 +121,32 @@ class FlySimulator:
         self.input_nodes = torch.from_numpy(net.input_nodes).to(self.device)
         self.input_columns = torch.from_numpy(net.input_columns).to(self.device)
         self.c_rate = self.dt / self.tau_calcium
-        #: the CPU step (Euler update folded into the product); False: reference_step
+        #: the CPU step (Euler update folded into one weighted gather-sum); False: reference_step
         self.folded = self.device.type == "cpu"
-        if self.folded:  # diag(k) W: the Euler step's k folded into the rows of the connectome
-            self.W_k = torch.sparse_csr_tensor(self.W.crow_indices(), self.W.col_indices(),
-                                               torch.from_numpy(k[net.edge_target[order]] * weights[order]),
-                                               size=(N, N))
-            self.k_input = self.k[self.input_nodes]
+        if self.folded:
+            self._build_folded(net, order, weights, k, params.node_bias(net))
+            self._one_minus_k = 1 - self.k
+
+    def _build_folded(self, net: FlyNetwork, order: np.ndarray, weights: np.ndarray, k: np.ndarray,
+                      rest: np.ndarray) -> None:
+        """Cell i's row of the folded step over the table [relu(V); x; 1] (N + C + 1 rows): its
+        synapses with weights k_i w_ij, its stimulus column with weight k_i, and the constant
+        with weight k_i V_rest_i; as bag arrays (index, offsets, weights) and as a CSR matrix."""
+        N, C = net.n_nodes, net.n_columns
+        rows = np.concatenate([net.edge_target[order], net.input_nodes, np.arange(N)])
+        cols = np.concatenate([net.edge_source[order], N + net.input_columns, np.full(N, N + C)])
+        vals = np.concatenate([k[net.edge_target[order]] * weights[order], k[net.input_nodes], k * rest])
+        o = np.argsort(rows, kind="stable")  # by cell; within a cell: synapses, stimulus, constant
+        ptr = np.zeros(N + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=N), out=ptr[1:])
+        dtype = torch.int32 if len(o) < 2**31 else torch.int64
+        self._bag_index = torch.from_numpy(cols[o]).to(dtype)
+        self._bag_offsets = torch.from_numpy(ptr[:-1]).to(dtype)
+        self._bag_weights = torch.from_numpy(vals[o].astype(np.float32))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            self._folded_matrix = torch.sparse_csr_tensor(torch.from_numpy(ptr).to(dtype), self._bag_index,
+                                                          self._bag_weights, size=(N, N + C + 1))
 
     @property
     def n_neurons(self) -> int:
@@ -139,14 +158,17 @@ class FlySimulator:
 
     # ------------------------------------------------------------------ dynamics
     def _expanded(self, batch: int, folded: bool) -> tuple[torch.Tensor, ...]:
-        """Per-cell constants as contiguous (N, B), made once per batch size (elementwise ops
-        without broadcasting are ~3x faster): k and V_rest for the reference step; 1 - k,
-        k V_rest and a relu buffer for the folded one."""
+        """Made once per batch size: k and V_rest as contiguous (N, B) for the reference step
+        (``lerp`` and ``addmm`` are ~3x slower broadcasting); the table [relu(V); x; 1]
+        (N + C + 1, B) for the folded one."""
         key = (batch, folded)
         if key not in self._full:
-            full = lambda v: v.expand(-1, batch).contiguous()  # noqa: E731
-            self._full[key] = ((full(1 - self.k), full(self.k * self.bias), torch.empty_like(full(self.k)))
-                               if folded else (full(self.k), full(self.bias)))
+            if folded:
+                table = torch.empty(self.n_neurons + self.n_columns + 1, batch)
+                table[-1] = 1.0
+                self._full[key] = (table,)
+            else:
+                self._full[key] = (self.k.expand(-1, batch).contiguous(), self.bias.expand(-1, batch).contiguous())
         return self._full[key]
 
     def reference_step(self, V: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -161,16 +183,20 @@ class FlySimulator:
         return torch.lerp(V, target, k, out=out) if out is not None else torch.lerp(V, target, k)
 
     def _folded_step(self, V: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
-        one_minus_k, k_rest, relu = self._expanded(V.shape[1], folded=True)
-        torch.clamp_min(V, 0.0, out=relu)
-        out = torch.empty_like(V) if out is None else out
-        torch.addcmul(k_rest, V, one_minus_k, out=out)
-        out.index_add_(0, self.input_nodes, x.index_select(0, self.input_columns) * self.k_input)
-        if V.shape[1] == 1:  # matrix-vector product: ~2x faster than a one-column product
-            out[:, 0].add_(torch.mv(self.W_k, relu[:, 0]))
+        """V' = (1 - k) V + [k_i w_ij | k_i | k_i V_rest_i] . [relu(V); x; 1]: the table is filled in
+        place, the product is one weighted gather-sum per cell (``embedding_bag``: FBGEMM's kernel on
+        x86, twice as fast as the CSR product for a batch; one sequence: a matrix-vector product)."""
+        N, B = V.shape
+        (table,) = self._expanded(B, folded=True)
+        torch.clamp_min(V, 0.0, out=table[:N])
+        table[N:-1].copy_(x)
+        if B == 1:
+            prod = torch.mv(self._folded_matrix, table[:, 0])[:, None]
         else:
-            out.addmm_(self.W_k, relu)
-        return out
+            prod = F.embedding_bag(self._bag_index, table, self._bag_offsets, mode="sum",
+                                   per_sample_weights=self._bag_weights)
+        out = torch.empty_like(V) if out is None else out
+        return torch.addcmul(prod, V, self._one_minus_k, out=out)  # (N, 1) broadcast: as fast here
 
     def step(
         self,
