@@ -120,8 +120,9 @@ def poco(res: dict) -> list[str]:
         *[f"| {r['units']:,} | {r['seconds_per_step_median']:.3f} | {r['flops_per_step'] / 1e9:.1f} | "
           f"{r['fraction_of_matmul_peak']:.0%} | {_before(r)} |" for r in rows],
         "",
-        "The step is neurocast's: the FiLM readout in row blocks (neurocast.models.film) and freed memory kept"
-        " for reuse (neurocast.devices.keep_freed_memory); both change no number (tests/test_film.py).",
+        "The step is neurocast's: the FiLM readout in row blocks (neurocast.models.film; outputs and gradients"
+        " equal the one-expression readout within float32 rounding, tests/test_film.py) and freed memory kept"
+        " for reuse (neurocast.devices.keep_freed_memory, which changes no number).",
         "",
         f"Fitted exponent: step time ~ units^{k:.2f}.",
         "",
