@@ -39,14 +39,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 
 from common import load, memory_bandwidth, read_bandwidth, save
 from neurocast.devices import keep_freed_memory
-from neurocast.sim.fly_dynamics import FlySimulator
+from neurocast.sim.fly_dynamics import FlySimulator, threads_for
 from neurocast.sim.fly_network import build_network
 from neurocast.sim.fly_params import default_parameters, load_parameters
 from neurocast.sim.fly_simulation import TRAINED_PARAMETERS
@@ -65,16 +64,6 @@ def step_bound(N: int, E: int, B: int) -> dict:
             "bound_seconds": max((streamed + gathered) / bw_l1, streamed / bw_ws)}
 
 
-@contextmanager
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def step_rows(extents, batch: int, repeats: int = 9, steps: int = 50) -> list[dict]:
     """Seconds per step, folded vs reference (alternating), and the bound, per extent and batch size."""
     rows = []
@@ -89,7 +78,7 @@ def step_rows(extents, batch: int, repeats: int = 9, steps: int = 50) -> list[di
             out = torch.empty_like(V)
             variants = {"folded": lambda sim=sim, V=V, x=x, out=out: sim._folded_step(V, x, out),
                         "reference": lambda sim=sim, V=V, x=x, out=out: sim.reference_step(V, x, out)}
-            with one_thread():
+            with threads_for(0, torch.device("cpu")):  # one thread (see the docstring)
                 threads = torch.get_num_threads()
                 times = {k: [] for k in variants}
                 for f in variants.values():

@@ -26,3 +26,18 @@ def recordings_by_session(folder: Path, **options):
     from neurocast.data import load_recordings
 
     return {r.session: r for r in load_recordings(folder, **options)}
+
+
+def fit_tracked(trainer, tracker, run, *, main: bool = True, close=()) -> dict:
+    """``trainer.fit()`` with the run marked failed on an exception and SIGTERM / SIGINT asking the
+    trainer to stop after its checkpoint; the tracker (and the ``close`` callables) closed however
+    it ends. Returns the trainer's summary."""
+    from neurocast.train.loop import graceful_stop
+
+    try:
+        with run.status_on_error(enabled=main), graceful_stop(trainer):
+            return trainer.fit()
+    finally:
+        tracker.close()
+        for c in close:
+            c()

@@ -16,12 +16,13 @@ import torch
 
 from neurocast.checkpoints import load_checkpoint, load_model_state, resume_checkpoint, seed_everything
 from neurocast.devices import select_device, setup_torch
+from neurocast.pipelines.common import fit_tracked
 from neurocast.progress import info
 from neurocast.runs import RunDir
 from neurocast.schema.fly_task import FlyTaskConfig
 from neurocast.sim.fly_network import build_network
 from neurocast.train.fly_flow_task import FlyFlowTask
-from neurocast.train.loop import Trainer, graceful_stop
+from neurocast.train.loop import Trainer
 from neurocast.train.tracking import Tracker
 
 PARAMETERS = "parameters.json"
@@ -92,11 +93,7 @@ def _fit(cfg: FlyTaskConfig, task: FlyFlowTask, run: RunDir, resume_from: tuple[
     )
     if resume_from is not None:
         trainer.resume(*resume_from)
-    try:
-        with run.status_on_error(), graceful_stop(trainer):
-            summary = trainer.fit()
-    finally:
-        tracker.close()
+    summary = fit_tracked(trainer, tracker, run)
     export = export_parameters(cfg, task, run, trainer)
     run.write_summary(_summary(cfg, trainer, summary, export))
     run.set_status("terminated" if trainer.stop_requested else "complete")

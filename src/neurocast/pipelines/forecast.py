@@ -25,7 +25,7 @@ from neurocast.data.forecast_data import Session, normalization_protocol, prepar
 from neurocast.devices import select_device, setup_torch
 from neurocast.errors import ConfigError, DataError
 from neurocast.models.factory import build_forecaster
-from neurocast.pipelines.common import recordings_by_session
+from neurocast.pipelines.common import fit_tracked, recordings_by_session
 from neurocast.presets_index import resolve_config_path
 from neurocast.progress import info
 from neurocast.report import forecast_figures
@@ -33,7 +33,7 @@ from neurocast.report.tables import fmt, fmt_interval, format_table, interval, m
 from neurocast.runs import RunDir
 from neurocast.schema.forecast import ForecastData
 from neurocast.train.forecast_task import ForecastTask
-from neurocast.train.loop import Trainer, build_optimizer, graceful_stop, stop_signal
+from neurocast.train.loop import Trainer, build_optimizer, stop_signal
 from neurocast.train.tracking import Tracker
 
 # ---------------------------------------------------------------------------- data
@@ -192,11 +192,7 @@ def train_seed(cfg, model_cfg, sessions, names, seed: int, run: RunDir, device, 
         info(f"{run.path}: resuming after step {trainer.step}")
     elif resume:  # killed before its first checkpoint: start again, without the old logs
         trainer.restart_logs_at(1)
-    try:
-        with run.status_on_error(), graceful_stop(trainer):
-            summary = trainer.fit()
-    finally:
-        tracker.close()
+    summary = fit_tracked(trainer, tracker, run)
     ratios = [r["train/support_ratio"] for r in trainer.history if "train/support_ratio" in r]
     if ratios:  # meta-training: how much the inner loop lowered the support loss (after / before)
         summary["inner_support_ratio"] = {"first": ratios[0], "last": ratios[-1]}

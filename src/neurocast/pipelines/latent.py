@@ -12,12 +12,12 @@ from neurocast.config import to_yaml
 from neurocast.data.recording import Recording
 from neurocast.devices import select_device, setup_torch
 from neurocast.errors import ConfigError, DataError
-from neurocast.pipelines.common import dataset_from_config, recordings_by_session
+from neurocast.pipelines.common import dataset_from_config, fit_tracked, recordings_by_session
 from neurocast.progress import info
 from neurocast.runs import RunDir
 from neurocast.schema.latent import LatentExperiment
 from neurocast.train.latent_task import LatentTask
-from neurocast.train.loop import Trainer, build_optimizer, graceful_stop
+from neurocast.train.loop import Trainer, build_optimizer
 from neurocast.train.tracking import Tracker
 
 
@@ -147,12 +147,7 @@ def _fit(cfg: LatentExperiment, task: LatentTask, run: RunDir, resume_from: tupl
     )
     if resume_from is not None:
         trainer.resume(*resume_from)
-    try:
-        with run.status_on_error(enabled=main), graceful_stop(trainer):
-            summary = trainer.fit()
-    finally:
-        tracker.close()
-        task.close()
+    summary = fit_tracked(trainer, tracker, run, main=main, close=(task.close,))
     if main:
         run.write_summary(latent_summary(cfg, trainer, summary))
         run.set_status("terminated" if trainer.stop_requested else "complete")

@@ -117,7 +117,8 @@ class FlySimulator:
         k = (self.dt / np.maximum(tau, self.dt)).astype(np.float32)
         self.k = torch.from_numpy(k).to(self.device)[:, None]
         self.bias = torch.from_numpy(params.node_bias(net)).to(self.device)[:, None]
-        self._full: dict[tuple[int, bool], tuple[torch.Tensor, ...]] = {}
+        self._full: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._tables: dict[int, torch.Tensor] = {}
         self.input_nodes = torch.from_numpy(net.input_nodes).to(self.device)
         self.input_columns = torch.from_numpy(net.input_columns).to(self.device)
         self.c_rate = self.dt / self.tau_calcium
@@ -157,23 +158,23 @@ class FlySimulator:
         return self.net.n_columns
 
     # ------------------------------------------------------------------ dynamics
-    def _expanded(self, batch: int, folded: bool) -> tuple[torch.Tensor, ...]:
-        """Made once per batch size: k and V_rest as contiguous (N, B) for the reference step
-        (``lerp`` and ``addmm`` are ~3x slower broadcasting); the table [relu(V); x; 1]
-        (N + C + 1, B) for the folded one."""
-        key = (batch, folded)
-        if key not in self._full:
-            if folded:
-                table = torch.empty(self.n_neurons + self.n_columns + 1, batch)
-                table[-1] = 1.0
-                self._full[key] = (table,)
-            else:
-                self._full[key] = (self.k.expand(-1, batch).contiguous(), self.bias.expand(-1, batch).contiguous())
-        return self._full[key]
+    def _expanded(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """k and V_rest as contiguous (N, B) for the reference step, made once per batch size
+        (``lerp`` and ``addmm`` are ~3x slower broadcasting)."""
+        if batch not in self._full:
+            self._full[batch] = (self.k.expand(-1, batch).contiguous(), self.bias.expand(-1, batch).contiguous())
+        return self._full[batch]
+
+    def _table(self, batch: int) -> torch.Tensor:
+        """The folded step's table [relu(V); x; 1] (N + C + 1, B), made once per batch size."""
+        if batch not in self._tables:
+            self._tables[batch] = torch.empty(self.n_neurons + self.n_columns + 1, batch)
+            self._tables[batch][-1] = 1.0
+        return self._tables[batch]
 
     def reference_step(self, V: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """The voltage update as written, V + k (V_rest + W relu(V) + x - V), in torch calls (any device)."""
-        k, bias = self._expanded(V.shape[1], folded=False)
+        k, bias = self._expanded(V.shape[1])
         r = torch.relu(V)
         if V.shape[1] == 1:  # matrix-vector product: ~2x faster than a one-column product
             target = torch.mv(self.W, r[:, 0])[:, None].add_(bias)
@@ -187,7 +188,7 @@ class FlySimulator:
         place, the product is one weighted gather-sum per cell (``embedding_bag``: FBGEMM's kernel on
         x86, twice as fast as the CSR product for a batch; one sequence: a matrix-vector product)."""
         N, B = V.shape
-        (table,) = self._expanded(B, folded=True)
+        table = self._table(B)
         torch.clamp_min(V, 0.0, out=table[:N])
         table[N:-1].copy_(x)
         if B == 1:
